@@ -1,0 +1,188 @@
+//! The `vhost-compat` command line: argument parsing, dispatch, exit codes.
+//!
+//! Exit status: 0 success, 1 a negative verdict, 2 bad usage or bad input.
+//! Errors go to stderr as one sentence naming the file, key or bit at fault.
+
+mod profiles;
+mod render;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::profiles::{builtin, ProfileTable, TableError};
+use crate::support::Datapath;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vhost-compat",
+    version,
+    about = "A vhost-user network backend with compatibility profiles and a live-migration gate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the profiles of the table and whether each runs here.
+    ListProfiles {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        datapath: DatapathArg,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// Show one profile in full.
+    ShowProfile {
+        /// The profile id.
+        id: String,
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        datapath: DatapathArg,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// What this host can run: the document a destination hands to a gate.
+    Capabilities {
+        #[command(flatten)]
+        table: TableArg,
+        #[command(flatten)]
+        datapath: DatapathArg,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TableArg {
+    /// A profile table (TOML) to use instead of the built-in one.
+    #[arg(long, value_name = "FILE")]
+    profiles: Option<PathBuf>,
+}
+
+impl TableArg {
+    fn load(&self) -> Result<ProfileTable, CliError> {
+        match &self.profiles {
+            None => Ok(builtin()?),
+            Some(path) => {
+                let text = read_text(path)?;
+                Ok(ProfileTable::parse(&text, &path.display().to_string())?)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct DatapathArg {
+    /// Judge runnability for the tap datapath.
+    #[arg(long, conflicts_with = "loopback")]
+    tap: bool,
+    /// Judge runnability for the loopback datapath (the default).
+    #[arg(long)]
+    loopback: bool,
+}
+
+impl DatapathArg {
+    fn datapath(&self) -> Datapath {
+        if self.tap {
+            Datapath::Tap
+        } else {
+            Datapath::Loopback
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct JsonArg {
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything that ends a command with exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no profile \"{id}\" in the {origin}{}", .suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default())]
+    UnknownProfile {
+        id: String,
+        origin: String,
+        suggestion: Option<String>,
+    },
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `text` to stdout; a closed pipe is not worth a panic.
+fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(CliError::Output)
+}
+
+fn emit_json<T: serde::Serialize>(doc: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| CliError::Output(e.into()))?;
+    emit(&format!("{text}\n"))
+}
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help and version to stdout (status 0) and usage
+            // errors to stderr (status 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vhost-compat: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::ListProfiles {
+            table,
+            datapath,
+            output,
+        } => profiles::list(&table.load()?, datapath.datapath(), output.json),
+        Command::ShowProfile {
+            id,
+            table,
+            datapath,
+            output,
+        } => profiles::show(&table.load()?, &id, datapath.datapath(), output.json),
+        Command::Capabilities {
+            table,
+            datapath,
+            output,
+        } => profiles::capabilities(&table.load()?, datapath.datapath(), output.json),
+    }
+}

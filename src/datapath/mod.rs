@@ -1,0 +1,17 @@
+//! The packet path: moving packets between a guest's virtqueues and the
+//! loopback or a tap. Knows nothing of the vhost-user protocol.
+
+pub mod tap_device;
+
+use crate::support::{Datapath, Support, TapOffloads};
+
+/// What `datapath` can run on this host, asking the kernel where needed.
+pub fn support(datapath: Datapath) -> Support {
+    match datapath {
+        Datapath::Loopback => Support::loopback(),
+        Datapath::Tap => Support::tap(&match tap_device::probe_offloads() {
+            Ok(mask) => TapOffloads::Accepted(mask),
+            Err(e) => TapOffloads::Unknown(e.to_string()),
+        }),
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    vhost_compat::cli::main()
+}

@@ -6,8 +6,14 @@
 //! separate layers on top.
 
 pub mod cli;
+pub mod control;
 pub mod datapath;
 pub mod documents;
 pub mod features;
+pub mod guest;
+pub mod port;
 pub mod profiles;
+pub mod protocol;
+pub mod shutdown;
+pub mod sockets;
 pub mod support;

@@ -5,6 +5,8 @@
 
 mod profiles;
 mod render;
+mod serve;
+mod status;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +56,16 @@ enum Command {
         table: TableArg,
         #[command(flatten)]
         datapath: DatapathArg,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// Run a port: a vhost-user net backend offering exactly one profile.
+    Serve(serve::ServeArgs),
+    /// Ask a running port for its status.
+    Status {
+        /// The port's control socket.
+        #[arg(long, value_name = "PATH")]
+        control: PathBuf,
         #[command(flatten)]
         output: JsonArg,
     },
@@ -124,6 +136,42 @@ pub enum CliError {
     },
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("no profile of the {origin} runs on the {datapath} datapath here")]
+    NoRunnableProfile { origin: String, datapath: Datapath },
+    #[error("profile {id} cannot run on the {datapath} datapath here: {}", .reasons.join("; "))]
+    Unrunnable {
+        id: String,
+        datapath: Datapath,
+        reasons: Vec<String>,
+    },
+    #[error("--queue-pairs {asked}: profile {id} allows 1 to {max}")]
+    QueuePairs { asked: u16, id: String, max: u16 },
+    #[error(transparent)]
+    Socket(#[from] crate::sockets::SocketError),
+    #[error(transparent)]
+    Tap(#[from] crate::datapath::tap_device::TapError),
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("the port at {path} answered with something that is not a status document: {reason}")]
+    BadReply { path: PathBuf, reason: String },
+    #[error("cannot start: {0}")]
+    Setup(#[source] std::io::Error),
+}
+
+impl CliError {
+    fn unknown_profile(table: &ProfileTable, id: &str) -> Self {
+        CliError::UnknownProfile {
+            id: id.to_string(),
+            origin: table.origin.clone(),
+            suggestion: table
+                .profiles
+                .iter()
+                .map(|p| (p.id.as_str(), strsim::jaro_winkler(id, &p.id)))
+                .filter(|(_, s)| *s >= 0.8)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(p, _)| p.to_string()),
+        }
+    }
 }
 
 fn read_text(path: &Path) -> Result<String, CliError> {
@@ -184,5 +232,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
             datapath,
             output,
         } => profiles::capabilities(&table.load()?, datapath.datapath(), output.json),
+        Command::Serve(args) => serve::run(args),
+        Command::Status { control, output } => status::run(&control, output.json),
     }
 }

@@ -30,17 +30,9 @@ pub fn show(
     dp: Datapath,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let profile = table.get(id).ok_or_else(|| CliError::UnknownProfile {
-        id: id.to_string(),
-        origin: table.origin.clone(),
-        suggestion: table
-            .profiles
-            .iter()
-            .map(|p| (p.id.as_str(), strsim::jaro_winkler(id, &p.id)))
-            .filter(|(_, s)| *s >= 0.8)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(p, _)| p.to_string()),
-    })?;
+    let profile = table
+        .get(id)
+        .ok_or_else(|| CliError::unknown_profile(table, id))?;
     let entry = ProfileEntry::new(profile, &datapath::support(dp));
     if json {
         emit_json(&entry)?;

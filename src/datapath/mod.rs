@@ -1,7 +1,18 @@
 //! The packet path: moving packets between a guest's virtqueues and the
 //! loopback or a tap. Knows nothing of the vhost-user protocol.
 
+pub mod chain;
+pub mod copy;
+pub mod loopback;
+pub mod net_header;
+pub mod notifier;
+pub mod packet;
+pub mod queue;
+pub mod ring;
+pub mod stats;
+pub mod tap;
 pub mod tap_device;
+pub mod worker;
 
 use crate::support::{Datapath, Support, TapOffloads};
 

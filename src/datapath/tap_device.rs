@@ -195,6 +195,24 @@ impl Tap {
         Ok(())
     }
 
+    /// The interface's MTU.
+    pub fn mtu(&self) -> Result<u32, TapError> {
+        let sock = control_socket().map_err(|source| TapError::Ioctl {
+            name: self.name.clone(),
+            what: "socket",
+            source,
+        })?;
+        let mut req = ifreq_for(&self.name, 0);
+        ioctl_ptr(&sock, libc::SIOCGIFMTU, &mut req).map_err(|source| TapError::Ioctl {
+            name: self.name.clone(),
+            what: "SIOCGIFMTU",
+            source,
+        })?;
+        // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+        let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+        Ok(u32::try_from(mtu).unwrap_or(1500))
+    }
+
     /// Brings the interface up, as `ip link set NAME up` would.
     pub fn set_up(&self) -> Result<(), TapError> {
         let fail = |source| TapError::Ioctl {
@@ -202,13 +220,7 @@ impl Tap {
             what: "SIOCSIFFLAGS",
             source,
         };
-        // SAFETY: plain socket creation; the descriptor is owned below.
-        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if sock < 0 {
-            return Err(fail(io::Error::last_os_error()));
-        }
-        // SAFETY: `sock` is a fresh descriptor we own.
-        let sock: File = unsafe { std::os::fd::FromRawFd::from_raw_fd(sock) };
+        let sock = control_socket().map_err(fail)?;
         let mut req = ifreq_for(&self.name, 0);
         ioctl_ptr(&sock, libc::SIOCGIFFLAGS, &mut req).map_err(fail)?;
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
@@ -216,6 +228,17 @@ impl Tap {
         req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
         ioctl_ptr(&sock, libc::SIOCSIFFLAGS, &mut req).map_err(fail)
     }
+}
+
+/// A datagram socket for interface ioctls.
+fn control_socket() -> io::Result<File> {
+    // SAFETY: plain socket creation; the descriptor is owned below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `sock` is a fresh descriptor we own.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(sock) })
 }
 
 /// The `TUN_F_*` flags matching the guest's receive offloads.

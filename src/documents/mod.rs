@@ -4,10 +4,12 @@
 mod catalog;
 mod entry;
 mod mask;
+mod status;
 
 pub use catalog::Catalog;
 pub use entry::ProfileEntry;
 pub use mask::Mask;
+pub use status::{Negotiated, PortStats, QueueStatus, Status};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,188 @@
+//! A started virtqueue as a worker holds it: the ring, its eventfds and its
+//! counters, plus, for receive queues, the chains looked at but not yet used.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::chain::{walk, SegList, WalkRules};
+use super::notifier::Notifier;
+use super::ring::SplitRing;
+use super::stats::{QueueCounters, Tally};
+use crate::guest::GuestMemory;
+
+pub struct Queue {
+    pub ring: SplitRing,
+    pub kick: Option<Arc<Notifier>>,
+    pub call: Option<Arc<Notifier>>,
+    counters: Arc<QueueCounters>,
+    pub tally: Tally,
+}
+
+impl Queue {
+    pub fn new(
+        ring: SplitRing,
+        kick: Option<Arc<Notifier>>,
+        call: Option<Arc<Notifier>>,
+        counters: Arc<QueueCounters>,
+    ) -> Self {
+        Queue {
+            ring,
+            kick,
+            call,
+            counters,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Ends a batch: publishes the used entries, interrupts the guest if it
+    /// asked for it, and publishes the counters.
+    pub fn finish_batch(&mut self) {
+        if self.ring.has_unpublished() {
+            self.ring.publish();
+            if self.ring.needs_interrupt() {
+                if let Some(call) = &self.call {
+                    call.signal();
+                }
+            }
+        }
+        self.counters.add(&self.tally);
+        self.tally = Tally::default();
+    }
+}
+
+/// A receive queue: the queue plus receive chains already walked, in ring
+/// order, that no packet has used yet. They stay available in the ring (not
+/// consumed), so stopping the queue loses nothing.
+pub struct RxQueue {
+    pub queue: Queue,
+    ready: VecDeque<SegList>,
+    spare: Vec<SegList>,
+    capacity: u64,
+    header_len: u64,
+    rules: WalkRules,
+}
+
+/// Why a packet could not be placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Chains `0..n` of `ready()` hold the packet.
+    Fits(usize),
+    /// Not enough receive buffers yet: wait for the guest.
+    Starved,
+    /// Without mergeable buffers the packet is larger than the next buffer.
+    TooBig,
+}
+
+impl RxQueue {
+    pub fn new(queue: Queue, header_len: usize, indirect: bool) -> Self {
+        RxQueue {
+            queue,
+            ready: VecDeque::new(),
+            spare: Vec::new(),
+            capacity: 0,
+            header_len: header_len as u64,
+            rules: WalkRules {
+                writable: true,
+                indirect,
+                max_bytes: u64::from(u32::MAX),
+            },
+        }
+    }
+
+    pub fn ready(&self) -> &VecDeque<SegList> {
+        &self.ready
+    }
+
+    /// Whether any receive buffer is known or available.
+    pub fn has_buffers(&mut self) -> bool {
+        !self.ready.is_empty() || self.queue.ring.pending() > 0
+    }
+
+    /// Walks available chains until `want` bytes (or, if `one`, a single
+    /// chain) are ready. A malformed chain at the front is returned to the
+    /// guest unused and counted; one further back waits until it reaches the
+    /// front, so the ring index only ever moves over chains in order.
+    pub fn fill(&mut self, mem: &GuestMemory, want: u64, one: bool) {
+        loop {
+            if self.capacity >= want || (one && !self.ready.is_empty()) {
+                return;
+            }
+            let Ok(k) = u16::try_from(self.ready.len()) else {
+                return;
+            };
+            let Some(head) = self.queue.ring.peek(k) else {
+                return;
+            };
+            let mut list = self.spare.pop().unwrap_or_default();
+            let walked = walk(&self.queue.ring, mem, head, self.rules, &mut list);
+            match walked {
+                Ok(()) if list.total >= self.header_len => {
+                    self.capacity += list.total;
+                    self.ready.push_back(list);
+                }
+                bad => {
+                    self.spare.push(list);
+                    if k != 0 {
+                        return;
+                    }
+                    match bad {
+                        Err(e) => log::debug!("receive chain {head}: {e}"),
+                        Ok(()) => log::debug!("receive chain {head} too short for a header"),
+                    }
+                    self.queue.ring.consume(1);
+                    self.queue.ring.push_used(head, 0);
+                    self.queue.tally.errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Where a packet of `len` bytes (header included) goes.
+    pub fn place(&mut self, mem: &GuestMemory, len: u64, mergeable: bool) -> Placement {
+        self.fill(mem, len, !mergeable);
+        if !mergeable {
+            return match self.ready.front() {
+                None => Placement::Starved,
+                Some(first) if first.total < len => Placement::TooBig,
+                Some(_) => Placement::Fits(1),
+            };
+        }
+        let mut covered = 0;
+        for (i, chain) in self.ready.iter().enumerate() {
+            covered += chain.total;
+            if covered >= len {
+                return Placement::Fits(i + 1);
+            }
+        }
+        Placement::Starved
+    }
+
+    /// Uses the first `written.len()` ready chains with those byte counts.
+    pub fn complete(&mut self, written: &[u32]) {
+        for &len in written {
+            let Some(chain) = self.ready.pop_front() else {
+                return;
+            };
+            self.capacity -= chain.total;
+            self.queue.ring.consume(1);
+            self.queue.ring.push_used(chain.head, len);
+            self.spare.push(chain);
+        }
+    }
+
+    /// How `len` bytes spread over the first ready chains, in order.
+    pub fn spread(&self, len: u64, out: &mut Vec<u32>) {
+        out.clear();
+        let mut left = len;
+        for chain in &self.ready {
+            if left == 0 {
+                break;
+            }
+            let take = left.min(chain.total);
+            // take <= chain.total, which fits the u32 descriptor lengths summed
+            // per chain only up to max_bytes = u32::MAX.
+            out.push(take as u32);
+            left -= take;
+        }
+    }
+}

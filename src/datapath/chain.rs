@@ -119,6 +119,18 @@ fn walk_indirect(
     if table.len == 0 || table.len % 16 != 0 || count > u32::from(ring_size) {
         return Err(ChainError::BadIndirectLength(table.len));
     }
+    let bad = ChainError::BadAddress {
+        addr: table.addr,
+        len: table.len,
+    };
+    // The whole table must be guest memory, not just the entries followed.
+    let mut gpa = table.addr;
+    let mut left = u64::from(table.len);
+    while left > 0 {
+        let (_, got) = mem.piece(gpa, left).ok_or(bad)?;
+        left -= got;
+        gpa = gpa.checked_add(got).ok_or(bad)?;
+    }
     let read = |i: u32| -> Result<Descriptor, ChainError> {
         let gpa = table
             .addr

@@ -122,3 +122,6 @@ fn reject(tx: &mut Queue, head: u16) {
     }
     tx.tally.errors += 1;
 }
+
+#[cfg(test)]
+mod tests;

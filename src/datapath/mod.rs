@@ -12,6 +12,8 @@ pub mod ring;
 pub mod stats;
 pub mod tap;
 pub mod tap_device;
+#[cfg(test)]
+pub mod testutil;
 pub mod worker;
 
 use crate::support::{Datapath, Support, TapOffloads};

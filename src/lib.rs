@@ -10,6 +10,7 @@ pub mod control;
 pub mod datapath;
 pub mod documents;
 pub mod features;
+pub mod gate;
 pub mod guest;
 pub mod port;
 pub mod profiles;

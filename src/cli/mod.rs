@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 a negative verdict, 2 bad usage or bad input.
 //! Errors go to stderr as one sentence naming the file, key or bit at fault.
 
+mod gate;
 mod profiles;
 mod render;
 mod serve;
@@ -61,6 +62,25 @@ enum Command {
     },
     /// Run a port: a vhost-user net backend offering exactly one profile.
     Serve(serve::ServeArgs),
+    /// Judge whether a port's guest may migrate to a destination host.
+    CheckMigration {
+        /// The source port's `status --json`.
+        #[arg(long, value_name = "STATUS.json")]
+        source: PathBuf,
+        /// The destination host's `capabilities --json`.
+        #[arg(long, value_name = "CAPS.json")]
+        dest: PathBuf,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// The newest profile every given host can run identically.
+    Baseline {
+        /// `capabilities --json` of each host.
+        #[arg(value_name = "CAPS.json", required = true)]
+        hosts: Vec<PathBuf>,
+        #[command(flatten)]
+        output: JsonArg,
+    },
     /// Ask a running port for its status.
     Status {
         /// The port's control socket.
@@ -156,6 +176,8 @@ pub enum CliError {
     BadReply { path: PathBuf, reason: String },
     #[error("cannot start: {0}")]
     Setup(#[source] std::io::Error),
+    #[error(transparent)]
+    Document(#[from] crate::documents::read::DocError),
 }
 
 impl CliError {
@@ -234,5 +256,11 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         } => profiles::capabilities(&table.load()?, datapath.datapath(), output.json),
         Command::Serve(args) => serve::run(args),
         Command::Status { control, output } => status::run(&control, output.json),
+        Command::CheckMigration {
+            source,
+            dest,
+            output,
+        } => gate::check_migration(&source, &dest, output.json),
+        Command::Baseline { hosts, output } => gate::baseline(&hosts, output.json),
     }
 }

@@ -4,6 +4,7 @@
 mod catalog;
 mod entry;
 mod mask;
+pub mod read;
 mod status;
 
 pub use catalog::Catalog;

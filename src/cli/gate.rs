@@ -1,0 +1,82 @@
+//! `check-migration` and `baseline`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{emit, emit_json, read_text, CliError};
+use crate::documents::read;
+use crate::gate::{self, Host, Source, Verdict};
+
+fn origin(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn load_host(path: &Path) -> Result<Host, CliError> {
+    let text = read_text(path)?;
+    Ok(Host::from_catalog(&read::capabilities(
+        &text,
+        &origin(path),
+    )?))
+}
+
+pub fn check_migration(source: &Path, dest: &Path, json: bool) -> Result<ExitCode, CliError> {
+    let text = read_text(source)?;
+    let status = read::status(&text, &origin(source))?;
+    let verdict = gate::check(&Source::from_status(&status), &load_host(dest)?);
+    if json {
+        emit_json(&verdict)?;
+    } else {
+        emit(&verdict_text(&verdict))?;
+    }
+    Ok(if verdict.compatible {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    let id = v.profile.as_deref().unwrap_or("(none)");
+    if v.compatible {
+        return format!(
+            "compatible: the destination runs profile {id} with the same content, \
+             and it allows everything in use\n"
+        );
+    }
+    let mut out = format!("INCOMPATIBLE ({} reason(s)):\n", v.reasons.len());
+    for r in &v.reasons {
+        let code = serde_json::to_value(r.code)
+            .ok()
+            .and_then(|c| c.as_str().map(String::from))
+            .unwrap_or_default();
+        out.push_str(&format!("  - {code}: {}\n", r.message));
+    }
+    out
+}
+
+pub fn baseline(paths: &[PathBuf], json: bool) -> Result<ExitCode, CliError> {
+    let hosts = paths
+        .iter()
+        .map(|p| load_host(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let b = gate::baseline(&hosts);
+    if json {
+        emit_json(&b)?;
+    } else {
+        match &b.profile {
+            Some(id) => emit(&format!(
+                "newest common profile: {id}\nin common: {}\n",
+                b.common.join(", ")
+            ))?,
+            None => emit(&format!(
+                "no profile is present, runnable and identical on all {} host(s)\n",
+                hosts.len()
+            ))?,
+        }
+    }
+    Ok(if b.profile.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

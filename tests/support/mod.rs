@@ -1,0 +1,7 @@
+//! Code shared by the integration tests. Each test crate uses only part of
+//! it, so unused items are expected here.
+#![allow(dead_code)]
+
+pub mod frontend;
+pub mod peers;
+pub mod serve;

@@ -54,8 +54,12 @@ pub struct LinkView {
 
 pub struct Port {
     pub config: PortConfig,
-    /// Per vring: even indexes receive, odd transmit.
+    /// Per vring, over the life of the port: even indexes receive, odd
+    /// transmit.
     pub counters: Vec<Arc<QueueCounters>>,
+    /// The counters when the current connection began: per-queue figures in
+    /// `status` are the current connection's.
+    baseline: Mutex<Vec<Tally>>,
     link: Mutex<LinkView>,
     connections: AtomicU64,
     started: Instant,
@@ -66,6 +70,7 @@ impl Port {
         let rings = 2 * usize::from(config.queue_pairs);
         Port {
             counters: (0..rings).map(|_| Arc::default()).collect(),
+            baseline: Mutex::new(vec![Tally::default(); rings]),
             link: Mutex::new(LinkView {
                 rings: vec![RingView::default(); rings],
                 ..LinkView::default()
@@ -85,14 +90,22 @@ impl Port {
         *self.link.lock().unwrap_or_else(PoisonError::into_inner) = view;
     }
 
+    /// Counts a new connection and starts its per-queue figures at zero.
     pub fn connected(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+        let now: Vec<Tally> = self.counters.iter().map(|c| c.snapshot()).collect();
+        *self.baseline.lock().unwrap_or_else(PoisonError::into_inner) = now;
     }
 
     /// The `status` document, as of now.
     pub fn status(&self) -> Status {
         let link = self
             .link
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let baseline = self
+            .baseline
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
@@ -107,25 +120,28 @@ impl Port {
         for (index, counters) in self.counters.iter().enumerate() {
             let t: Tally = counters.snapshot();
             let receive = index % 2 == 0;
+            if receive {
+                totals.rx_packets += t.packets;
+                totals.rx_bytes += t.bytes;
+            } else {
+                totals.tx_packets += t.packets;
+                totals.tx_bytes += t.bytes;
+            }
+            totals.dropped += t.dropped;
+            totals.errors += t.errors;
+            let b = baseline.get(index).copied().unwrap_or_default();
+            let (packets, bytes) = (t.packets - b.packets, t.bytes - b.bytes);
             let mut q = QueueStatus {
                 index: index as u16,
-                dropped: t.dropped,
-                errors: t.errors,
+                dropped: t.dropped - b.dropped,
+                errors: t.errors - b.errors,
                 ..QueueStatus::default()
             };
             if receive {
-                q.rx_packets = t.packets;
-                q.rx_bytes = t.bytes;
+                (q.rx_packets, q.rx_bytes) = (packets, bytes);
             } else {
-                q.tx_packets = t.packets;
-                q.tx_bytes = t.bytes;
+                (q.tx_packets, q.tx_bytes) = (packets, bytes);
             }
-            totals.rx_packets += q.rx_packets;
-            totals.tx_packets += q.tx_packets;
-            totals.rx_bytes += q.rx_bytes;
-            totals.tx_bytes += q.tx_bytes;
-            totals.dropped += q.dropped;
-            totals.errors += q.errors;
             match link.rings.get(index) {
                 Some(ring) if ring.started && link.connected => {
                     q.size = ring.size;

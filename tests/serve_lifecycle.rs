@@ -9,8 +9,15 @@ use std::process::Command;
 use support::serve::{Serve, BIN};
 
 fn serve_once(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN).arg("serve").args(args).output().expect("run serve");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .output()
+        .expect("run serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -58,7 +65,11 @@ fn sockets_are_private_and_removed_on_sigterm_and_sigint() {
 #[test]
 fn group_access_is_an_option() {
     let port = Serve::listen(&["--socket-mode", "660"]);
-    let mode = std::fs::metadata(&port.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&port.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
 }
 
@@ -82,7 +93,9 @@ fn an_unrunnable_profile_is_refused_with_its_bits_named() {
     ]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("profile packed cannot run on the loopback datapath here: RING_PACKED (bit 34)"),
+        err.contains(
+            "profile packed cannot run on the loopback datapath here: RING_PACKED (bit 34)"
+        ),
         "{err}"
     );
     assert!(!sock.exists());
@@ -101,7 +114,10 @@ fn more_queue_pairs_than_the_profile_allows_are_refused() {
         "2",
     ]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("--queue-pairs 2: profile vhost-compat.v2 allows 1 to 1"), "{err}");
+    assert!(
+        err.contains("--queue-pairs 2: profile vhost-compat.v2 allows 1 to 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,7 +127,10 @@ fn a_file_in_the_way_is_not_replaced_but_a_stale_socket_is() {
     std::fs::write(&file, b"precious").unwrap();
     let (code, err) = serve_once(&["--socket", file.to_str().unwrap()]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("exists and is not a socket; refusing to replace it"), "{err}");
+    assert!(
+        err.contains("exists and is not a socket; refusing to replace it"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
 
     let port = Serve::listen(&[]);
@@ -143,7 +162,10 @@ fn a_stale_socket_from_a_killed_port_is_reused() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(std::time::Instant::now() < deadline, "new port never listened");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new port never listened"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = child.kill();

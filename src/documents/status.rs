@@ -31,8 +31,9 @@ pub struct Negotiated {
     pub queues: Vec<QueueStatus>,
 }
 
-/// One started ring. Counters are from the guest's point of view: a receive
-/// ring (even index) counts `rx_*`, a transmit ring `tx_*`.
+/// One started ring. Counters are the current connection's, from the guest's
+/// point of view: a receive ring (even index) counts `rx_*`, a transmit ring
+/// `tx_*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStatus {
     pub index: u16,

@@ -4,4 +4,5 @@
 
 pub mod frontend;
 pub mod peers;
+pub mod rawsock;
 pub mod serve;

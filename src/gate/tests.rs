@@ -72,7 +72,7 @@ fn the_same_profile_on_both_sides_is_compatible() {
     let p = profile("vhost-compat.v2");
     let v = check(
         &source(&p, Some(f(&["VERSION_1", "MRG_RXBUF"])), 256),
-        &host(&[p.clone()]),
+        &host(std::slice::from_ref(&p)),
     );
     assert!(v.compatible, "{v:?}");
     assert!(v.reasons.is_empty());
@@ -94,7 +94,7 @@ fn a_missing_profile_is_named() {
 #[test]
 fn an_unrunnable_profile_counts_as_missing_and_says_why() {
     let p = profile("vhost-compat.v4");
-    let mut dest = host(&[p.clone()]);
+    let mut dest = host(std::slice::from_ref(&p));
     dest.profiles[0].runnable = false;
     dest.profiles[0].unrunnable_reasons = vec!["GUEST_TSO4 (bit 7): no".into()];
     let v = check(&source(&p, Some(f(&["VERSION_1"])), 256), &dest);
@@ -200,7 +200,7 @@ fn a_source_without_dirty_logging_is_not_migratable() {
     p.protocol_features &= !features::mask_of(Namespace::Protocol, ["LOG_SHMFD"]).unwrap();
     let v = check(
         &source(&p, Some(f(&["VERSION_1"])), 256),
-        &host(&[p.clone()]),
+        &host(std::slice::from_ref(&p)),
     );
     assert_eq!(codes(&v), vec![Code::NotMigratable]);
     let names: Vec<&str> = v.reasons[0]
@@ -243,7 +243,7 @@ fn before_negotiation_the_offers_are_compared() {
         }])
     );
     // The same offer on both sides is fine before negotiation too.
-    assert!(check(&source(&p, None, 0), &host(&[p.clone()])).compatible);
+    assert!(check(&source(&p, None, 0), &host(std::slice::from_ref(&p))).compatible);
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod features;
 pub mod gate;
 pub mod guest;
 pub mod port;
+pub mod probe;
 pub mod profiles;
 pub mod protocol;
 pub mod shutdown;

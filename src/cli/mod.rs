@@ -4,6 +4,7 @@
 //! Errors go to stderr as one sentence naming the file, key or bit at fault.
 
 mod gate;
+mod probe;
 mod profiles;
 mod render;
 mod serve;
@@ -78,6 +79,25 @@ enum Command {
         /// `capabilities --json` of each host.
         #[arg(value_name = "CAPS.json", required = true)]
         hosts: Vec<PathBuf>,
+        #[command(flatten)]
+        output: JsonArg,
+    },
+    /// Ask any vhost-user backend what it offers, without starting a device.
+    Probe {
+        /// The backend's vhost-user socket.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// Name for the offer when no table profile has its content.
+        #[arg(long, value_name = "ID", default_value = "probed")]
+        id: String,
+        /// Seconds to wait for each answer.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        timeout: u64,
+        /// Print a `[[profile]]` to paste into a table.
+        #[arg(long, conflicts_with = "json")]
+        toml: bool,
+        #[command(flatten)]
+        table: TableArg,
         #[command(flatten)]
         output: JsonArg,
     },
@@ -178,6 +198,8 @@ pub enum CliError {
     Setup(#[source] std::io::Error),
     #[error(transparent)]
     Document(#[from] crate::documents::read::DocError),
+    #[error(transparent)]
+    Probe(#[from] crate::probe::ProbeError),
 }
 
 impl CliError {
@@ -262,5 +284,20 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
             output,
         } => gate::check_migration(&source, &dest, output.json),
         Command::Baseline { hosts, output } => gate::baseline(&hosts, output.json),
+        Command::Probe {
+            socket,
+            id,
+            timeout,
+            toml,
+            table,
+            output,
+        } => probe::run(
+            &socket,
+            &table.load()?,
+            &id,
+            std::time::Duration::from_secs(timeout.max(1)),
+            output.json,
+            toml,
+        ),
     }
 }

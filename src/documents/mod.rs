@@ -4,12 +4,14 @@
 mod catalog;
 mod entry;
 mod mask;
+mod probe;
 pub mod read;
 mod status;
 
 pub use catalog::Catalog;
 pub use entry::ProfileEntry;
 pub use mask::Mask;
+pub use probe::{Probe, ProbeInfo};
 pub use status::{Negotiated, PortStats, QueueStatus, Status};
 
 use serde::{Deserialize, Serialize};

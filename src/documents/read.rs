@@ -3,7 +3,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{Catalog, Status, SCHEMA};
+use super::{Catalog, Probe, Status, SCHEMA};
 
 /// Which document a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,8 @@ pub enum Kind {
     Status,
     /// `capabilities --json` / `list-profiles --json` of a host.
     Capabilities,
+    /// `probe --json` of any vhost-user backend.
+    Probe,
 }
 
 impl Kind {
@@ -19,6 +21,7 @@ impl Kind {
         match self {
             Kind::Status => "a port's status (`vhost-compat status --json`)",
             Kind::Capabilities => "a host's capabilities (`vhost-compat capabilities --json`)",
+            Kind::Probe => "a backend's probe (`vhost-compat probe --json`)",
         }
     }
 }
@@ -58,7 +61,9 @@ pub enum DocError {
 /// What a JSON value looks like, judged by its fields.
 fn kind_of(value: &serde_json::Value) -> Option<Kind> {
     let obj = value.as_object()?;
-    if obj.contains_key("profiles") {
+    if obj.contains_key("probe") {
+        Some(Kind::Probe)
+    } else if obj.contains_key("profiles") {
         Some(Kind::Capabilities)
     } else if obj.contains_key("profile") && obj.contains_key("negotiated") {
         Some(Kind::Status)
@@ -67,7 +72,14 @@ fn kind_of(value: &serde_json::Value) -> Option<Kind> {
     }
 }
 
-fn parse<T: DeserializeOwned>(text: &str, origin: &str, expected: Kind) -> Result<T, DocError> {
+/// Parses a document of one of the `accepted` kinds; returns its kind and
+/// the JSON value to deserialize.
+fn classify(
+    text: &str,
+    origin: &str,
+    accepted: &[Kind],
+    expected: &'static str,
+) -> Result<(Kind, serde_json::Value), DocError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DocError::Syntax {
         origin: origin.to_string(),
         line: e.line(),
@@ -91,21 +103,20 @@ fn parse<T: DeserializeOwned>(text: &str, origin: &str, expected: Kind) -> Resul
         }
     }
     match kind_of(&value) {
-        Some(k) if k == expected => {}
-        Some(k) => {
-            return Err(DocError::WrongKind {
-                origin: origin.to_string(),
-                expected: expected.name(),
-                found: k.name(),
-            })
-        }
-        None => {
-            return Err(DocError::Unknown {
-                origin: origin.to_string(),
-                expected: expected.name(),
-            })
-        }
+        Some(k) if accepted.contains(&k) => Ok((k, value)),
+        Some(k) => Err(DocError::WrongKind {
+            origin: origin.to_string(),
+            expected,
+            found: k.name(),
+        }),
+        None => Err(DocError::Unknown {
+            origin: origin.to_string(),
+            expected,
+        }),
     }
+}
+
+fn typed<T: DeserializeOwned>(value: serde_json::Value, origin: &str) -> Result<T, DocError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         DocError::Field {
@@ -116,12 +127,52 @@ fn parse<T: DeserializeOwned>(text: &str, origin: &str, expected: Kind) -> Resul
     })
 }
 
+/// What a migration starts from: a running port, or a probed backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceDoc {
+    Status(Box<Status>),
+    Probe(Box<Probe>),
+}
+
+/// Where a migration goes: a host's capabilities, or a probed backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DestDoc {
+    Capabilities(Box<Catalog>),
+    Probe(Box<Probe>),
+}
+
+const SOURCE: &str =
+    "a port's status (`vhost-compat status --json`) or a probe (`vhost-compat probe --json`)";
+const DEST: &str =
+    "a host's capabilities (`vhost-compat capabilities --json`) or a probe (`vhost-compat probe --json`)";
+
 pub fn status(text: &str, origin: &str) -> Result<Status, DocError> {
-    parse(text, origin, Kind::Status)
+    let (_, value) = classify(text, origin, &[Kind::Status], Kind::Status.name())?;
+    typed(value, origin)
 }
 
 pub fn capabilities(text: &str, origin: &str) -> Result<Catalog, DocError> {
-    parse(text, origin, Kind::Capabilities)
+    let (_, value) = classify(
+        text,
+        origin,
+        &[Kind::Capabilities],
+        Kind::Capabilities.name(),
+    )?;
+    typed(value, origin)
+}
+
+pub fn source(text: &str, origin: &str) -> Result<SourceDoc, DocError> {
+    match classify(text, origin, &[Kind::Status, Kind::Probe], SOURCE)? {
+        (Kind::Probe, v) => Ok(SourceDoc::Probe(Box::new(typed(v, origin)?))),
+        (_, v) => Ok(SourceDoc::Status(Box::new(typed(v, origin)?))),
+    }
+}
+
+pub fn destination(text: &str, origin: &str) -> Result<DestDoc, DocError> {
+    match classify(text, origin, &[Kind::Capabilities, Kind::Probe], DEST)? {
+        (Kind::Probe, v) => Ok(DestDoc::Probe(Box::new(typed(v, origin)?))),
+        (_, v) => Ok(DestDoc::Capabilities(Box::new(typed(v, origin)?))),
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The gate's view of its two inputs, taken from the documents.
 
 use super::verdict::RingSize;
-use crate::documents::{Catalog, ProfileEntry, Status};
+use crate::documents::read::{DestDoc, SourceDoc};
+use crate::documents::{Catalog, Probe, ProfileEntry, Status};
 
 /// What a profile offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +75,25 @@ impl Source {
         }
     }
 
+    /// A probed backend: its offer, with nothing known to be negotiated.
+    pub fn from_probe(probe: &Probe) -> Self {
+        Source {
+            profile: ProfileRef {
+                id: probe.profile.id.clone(),
+                fingerprint: probe.profile.fingerprint.clone(),
+            },
+            offer: Offer::of(&probe.profile),
+            negotiated: None,
+        }
+    }
+
+    pub fn from_doc(doc: &SourceDoc) -> Self {
+        match doc {
+            SourceDoc::Status(s) => Self::from_status(s),
+            SourceDoc::Probe(p) => Self::from_probe(p),
+        }
+    }
+
     /// What is in use: the negotiation, or before one, the whole offer.
     pub fn in_use(&self) -> InUse {
         match &self.negotiated {
@@ -108,6 +128,27 @@ pub struct Host {
 }
 
 impl Host {
+    /// A probed backend as a host: it runs exactly its own offer.
+    pub fn from_probe(probe: &Probe) -> Self {
+        let e = &probe.profile;
+        Host {
+            profiles: vec![HostProfile {
+                id: e.id.clone(),
+                fingerprint: e.fingerprint.clone(),
+                offer: Offer::of(e),
+                runnable: true,
+                unrunnable_reasons: Vec::new(),
+            }],
+        }
+    }
+
+    pub fn from_doc(doc: &DestDoc) -> Self {
+        match doc {
+            DestDoc::Capabilities(c) => Self::from_catalog(c),
+            DestDoc::Probe(p) => Self::from_probe(p),
+        }
+    }
+
     pub fn from_catalog(catalog: &Catalog) -> Self {
         Host {
             profiles: catalog

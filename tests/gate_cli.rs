@@ -167,7 +167,8 @@ fn baseline_picks_what_every_host_runs_identically() {
             drifted.to_str().unwrap(),
         ]),
     );
-    // v2 drifted on host b, and v3/v4 inherit from it, so they drift too.
+    // v2 drifted on host b, and v3/v4 inherit from it, so they drift too;
+    // the upstream and DPDK entries do not run on either host.
     let out = run(&[
         "baseline",
         a.to_str().unwrap(),

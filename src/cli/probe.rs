@@ -104,7 +104,14 @@ fn toml_text(doc: &Probe) -> String {
             format!("{key} = {}\n", quoted(&names))
         }
     };
-    let mut out = String::from("[[profile]]\n");
+    let mut out = String::new();
+    if let Some(rule) = doc.profile.profile().rule_violation() {
+        out.push_str(&format!(
+            "# This backend offers what a profile table refuses, so the entry below\n\
+             # will not load as it stands: {rule}\n"
+        ));
+    }
+    out.push_str("[[profile]]\n");
     out.push_str(&format!("id = \"{}\"\n", p.id));
     out.push_str(&format!("description = {:?}\n", p.description));
     out.push_str(&mask_or_list(

@@ -41,6 +41,12 @@ impl Profile {
         fingerprint::of(self)
     }
 
+    /// The first rule of a table this content breaks (a spec dependency,
+    /// a limit), for content that did not come from a table, such as a probe.
+    pub fn rule_violation(&self) -> Option<String> {
+        validate::problem(self).map(|p| p.to_string())
+    }
+
     /// Whether a running port with this profile can be live-migrated: the
     /// frontend needs `LOG_ALL` and a shared-memory dirty log.
     pub fn is_migratable(&self) -> bool {

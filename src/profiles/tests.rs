@@ -497,6 +497,9 @@ fn the_builtin_table_loads_in_release_order() {
     let ids: Vec<&str> = t.profiles.iter().map(|p| p.id.as_str()).collect();
     let pos = |id: &str| ids.iter().position(|i| *i == id).unwrap_or(usize::MAX);
     assert!(pos("upstream.ovs-dpdk.v2.6") < pos("upstream.ovs-dpdk.v2.7"));
+    assert!(pos("dpdk-18.11") < pos("dpdk-20.11"));
+    assert!(pos("dpdk-20.11") < pos("dpdk-22.11"));
+    assert!(pos("dpdk-22.11") < pos("vhost-compat.v1"));
     for pair in [
         "vhost-compat.v1",
         "vhost-compat.v2",
@@ -524,6 +527,24 @@ fn the_upstream_entries_differ_as_the_proposal_says() {
     assert_eq!(v26.max_queue_size, 1024);
     assert_eq!(v27.features, v26.features | indirect);
     assert_eq!(v27.max_queue_size, 512);
+}
+
+#[test]
+fn dpdk_22_11_is_what_this_systems_testpmd_offers() {
+    // `vhost-compat probe` of `dpdk-testpmd --vdev net_vhost0,tso=1`
+    // (DPDK 22.11.11, Debian 12) answered these masks, 128 queue pairs and
+    // rings up to 32768.
+    let p = builtin().unwrap().get("dpdk-22.11").unwrap().clone();
+    assert_eq!(p.features, 0xd_7c66_ffcb);
+    assert_eq!(p.protocol_features, 0x1_0cbf);
+    assert_eq!((p.max_queue_pairs, p.max_queue_size), (128, 32768));
+    let t = builtin().unwrap();
+    let older = t.get("dpdk-18.11").unwrap();
+    assert_eq!(older.features, p.features);
+    assert_eq!(
+        p.protocol_features & !older.protocol_features,
+        mask(Namespace::Protocol, &["STATUS"])
+    );
 }
 
 #[test]

@@ -324,7 +324,7 @@ fn baseline_picks_the_newest_profile_every_host_runs_identically() {
         None
     );
     assert_eq!(
-        baseline(&[b.clone()]).profile.as_deref(),
+        baseline(std::slice::from_ref(&b)).profile.as_deref(),
         Some("vhost-compat.v2")
     );
 }

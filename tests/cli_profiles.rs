@@ -5,12 +5,19 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_vhost-compat");
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run vhost-compat")
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run vhost-compat")
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
     let out = run(args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
@@ -129,7 +136,12 @@ fn a_vendor_table_replaces_the_builtin_one() {
         "schema = 1\n[[profile]]\nid = \"acme.v1\"\ndescription = \"Acme\"\nfeatures = [\"VERSION_1\", \"RING_PACKED\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
     )
     .unwrap();
-    let doc = json(&["list-profiles", "--json", "--profiles", path.to_str().unwrap()]);
+    let doc = json(&[
+        "list-profiles",
+        "--json",
+        "--profiles",
+        path.to_str().unwrap(),
+    ]);
     let profiles = doc["profiles"].as_array().unwrap();
     assert_eq!(profiles.len(), 1);
     assert_eq!(profiles[0]["runnable"], false);
@@ -170,7 +182,10 @@ fn bad_tables_are_exit_2_with_file_line_and_rule() {
 
 #[test]
 fn bad_usage_is_exit_2() {
-    assert_eq!(run(&["list-profiles", "--tap", "--loopback"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["list-profiles", "--tap", "--loopback"]).status.code(),
+        Some(2)
+    );
     assert_eq!(run(&["no-such-command"]).status.code(), Some(2));
     assert_eq!(run(&["--help"]).status.code(), Some(0));
 }

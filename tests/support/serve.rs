@@ -69,7 +69,11 @@ impl Serve {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !path.exists() {
             if Instant::now() > deadline {
-                panic!("serve did not create {} in time; log:\n{}", path.display(), self.log());
+                panic!(
+                    "serve did not create {} in time; log:\n{}",
+                    path.display(),
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -108,7 +112,10 @@ impl Serve {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last status: {s:#?}\nlog:\n{}", self.log());
+                panic!(
+                    "timed out waiting for {what}; last status: {s:#?}\nlog:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -126,7 +133,10 @@ impl Serve {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("serve did not stop after signal {signal}; log:\n{}", self.log());
+                panic!(
+                    "serve did not stop after signal {signal}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -34,9 +34,11 @@ fn as_profile(
         max_queue_size: probed.max_queue_size.unwrap_or(ASSUMED_RING),
     };
     let fingerprint = content.fingerprint();
+    // Releases that changed nothing share content; the newest name says most.
     match table
         .profiles
         .iter()
+        .rev()
         .find(|p| p.fingerprint() == fingerprint)
     {
         Some(known) => (known.clone(), Some(known.id.clone())),

@@ -8,8 +8,7 @@
 use std::fs::File;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use vm_memory::mmap::MmapRegion;
-use vm_memory::FileOffset;
+use super::mapping::Mapping;
 
 pub const LOG_PAGE: u64 = 4096;
 
@@ -26,7 +25,7 @@ pub enum LogError {
 pub struct DirtyLog {
     bits: *const AtomicU8,
     len: u64,
-    _mapping: MmapRegion<()>,
+    _mapping: Mapping,
 }
 
 // SAFETY: the bitmap is shared memory accessed only through atomics.
@@ -58,8 +57,7 @@ impl DirtyLog {
             });
         }
         let len = usize::try_from(size).map_err(|e| LogError::Map(e.to_string()))?;
-        let mapping = MmapRegion::<()>::from_file(FileOffset::new(file, offset), len)
-            .map_err(|e| LogError::Map(e.to_string()))?;
+        let mapping = Mapping::new(&file, offset, len).map_err(|e| LogError::Map(e.to_string()))?;
         Ok(DirtyLog {
             bits: mapping.as_ptr() as *const AtomicU8,
             len: size,

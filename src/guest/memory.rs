@@ -9,8 +9,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use vm_memory::mmap::MmapRegion;
-use vm_memory::FileOffset;
+use super::mapping::Mapping;
 
 /// At most this many regions: QEMU uses a handful; the bound keeps lookups
 /// cheap and a frontend from making us hold thousands of mappings.
@@ -53,16 +52,6 @@ pub struct RegionSpec {
     pub mmap_offset: u64,
 }
 
-struct Mapping {
-    _region: MmapRegion<()>,
-}
-
-// SAFETY: the mapping is a shared memory area with no thread affinity; all
-// access goes through raw pointers whose bounds GuestMemory checks.
-unsafe impl Send for Mapping {}
-// SAFETY: as above; MmapRegion itself is only read after construction.
-unsafe impl Sync for Mapping {}
-
 #[derive(Clone)]
 struct Region {
     gpa: u64,
@@ -94,12 +83,6 @@ impl std::fmt::Debug for GuestMemory {
     }
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no side effects.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096).max(4096)
-}
-
 fn file_size(file: &File) -> Option<u64> {
     // SAFETY: fstat writes into the zeroed struct we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -115,8 +98,8 @@ fn file_size(file: &File) -> Option<u64> {
 }
 
 impl GuestMemory {
-    /// Maps one region. The offset need not be page aligned: the mapping
-    /// starts at the page below it.
+    /// Maps one region, between guard pages. The offset need not be page
+    /// aligned.
     fn map(spec: &RegionSpec, file: File) -> Result<Region, MemoryError> {
         let gpa = spec.guest_phys_addr;
         if spec.memory_size == 0 {
@@ -144,22 +127,17 @@ impl GuestMemory {
                 });
             }
         }
-        let delta = spec.mmap_offset % page_size();
-        let len = usize::try_from(spec.memory_size + delta).map_err(|_| wraps())?;
-        let region =
-            MmapRegion::<()>::from_file(FileOffset::new(file, spec.mmap_offset - delta), len)
-                .map_err(|e| MemoryError::Map {
-                    gpa,
-                    reason: e.to_string(),
-                })?;
-        // SAFETY: delta < page size <= len, so the pointer stays in the mapping.
-        let host = unsafe { region.as_ptr().add(delta as usize) };
+        let len = usize::try_from(spec.memory_size).map_err(|_| wraps())?;
+        let mapping = Mapping::new(&file, spec.mmap_offset, len).map_err(|e| MemoryError::Map {
+            gpa,
+            reason: e.to_string(),
+        })?;
         Ok(Region {
             gpa,
             size: spec.memory_size,
             user_addr: spec.user_addr,
-            host,
-            _mapping: Arc::new(Mapping { _region: region }),
+            host: mapping.as_ptr(),
+            _mapping: Arc::new(mapping),
         })
     }
 

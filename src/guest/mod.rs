@@ -3,6 +3,7 @@
 //! (which reads and writes through them).
 
 pub mod dirty_log;
+pub mod mapping;
 pub mod memory;
 
 pub use dirty_log::DirtyLog;

@@ -9,6 +9,11 @@
 use super::ring::{Descriptor, SplitRing, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 use crate::guest::GuestMemory;
 
+/// Host segments one chain may have. Drivers use a handful (Linux at most
+/// 19 for a packet); the bound keeps a chain of thousands of tiny buffers
+/// from making the backend hold thousands of entries per chain.
+pub const MAX_SEGMENTS: usize = 128;
+
 /// A piece of a buffer that is contiguous in host memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment {
@@ -59,6 +64,8 @@ pub enum ChainError {
     BadIndirectLength(u32),
     #[error("chain holds more than {0} bytes")]
     TooBig(u64),
+    #[error("chain has more than {MAX_SEGMENTS} buffer pieces")]
+    TooManySegments,
 }
 
 /// How a chain is walked.
@@ -189,6 +196,9 @@ fn add_buffer(
     let mut gpa = desc.addr;
     let mut remaining = u64::from(desc.len);
     while remaining > 0 {
+        if out.segs.len() == MAX_SEGMENTS {
+            return Err(ChainError::TooManySegments);
+        }
         let (host, got) = mem.piece(gpa, remaining).ok_or(bad)?;
         out.segs.push(Segment {
             host,

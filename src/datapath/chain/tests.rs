@@ -189,3 +189,22 @@ fn zero_length_descriptors_add_nothing() {
     let chain = run(&m, &d, 0, READ).unwrap();
     assert_eq!((chain.total, chain.segs.len()), (3, 1));
 }
+
+#[test]
+fn chains_are_bounded_in_pieces() {
+    let m = TestMem::new();
+    let d = Driver::new(&m, 0x1000, 256);
+    for i in 0..200u16 {
+        d.set_desc(&m, i, 0x8000 + u64::from(i) * 16, 16, DESC_F_NEXT, i + 1);
+    }
+    d.set_desc(&m, 200, 0x9000, 16, 0, 0);
+    let ring = d.ring(&m, false, None);
+    let mut out = SegList::default();
+    assert_eq!(
+        walk(&ring, &m.mem, 0, READ, &mut out).unwrap_err(),
+        ChainError::TooManySegments
+    );
+    d.set_desc(&m, MAX_SEGMENTS as u16 - 1, 0x9000, 16, 0, 0);
+    walk(&ring, &m.mem, 0, READ, &mut out).unwrap();
+    assert_eq!(out.segs.len(), MAX_SEGMENTS);
+}

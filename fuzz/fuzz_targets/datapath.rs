@@ -1,0 +1,7 @@
+//! libFuzzer target for the packet path; the checks are in the harness.
+#![no_main]
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::datapath::run(data));

@@ -13,7 +13,7 @@ use crate::datapath::worker::PollMode;
 use crate::port::{Port, PortConfig, PortIo};
 use crate::protocol::session;
 use crate::shutdown::Shutdown;
-use crate::support::Datapath;
+use crate::support::{Datapath, Support, TapOffloads};
 use crate::{control, datapath, sockets};
 
 #[derive(Debug, Args)]
@@ -94,7 +94,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
     } else {
         Datapath::Loopback
     };
-    let support = datapath::support(dp);
+    // The tap is opened first: what it accepts decides what runs. More
+    // queues are attached once the queue pairs are known.
+    let mut tap = match &args.tap {
+        Some(name) => Some(Tap::open(name, 1)?),
+        None => None,
+    };
+    let support = match &tap {
+        Some(tap) => Support::tap(&TapOffloads::Accepted(tap.accepted_offloads())),
+        None => datapath::support(dp),
+    };
     let profile = match &args.profile {
         Some(id) => table
             .get(id)
@@ -123,10 +132,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
             max: profile.max_queue_pairs,
         });
     }
-    let io = match &args.tap {
+    let io = match tap.take() {
         None => PortIo::Loopback,
-        Some(name) => {
-            let tap = Tap::open(name, usize::from(queue_pairs))?;
+        Some(mut tap) => {
+            tap.attach_queues(usize::from(queue_pairs))?;
             if let Err(e) = tap.set_up() {
                 log::warn!("{e}; bring the tap up yourself");
             }

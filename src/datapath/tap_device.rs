@@ -127,34 +127,36 @@ impl Tap {
         if !valid_name(name) {
             return Err(TapError::BadName(name.to_string()));
         }
-        let base = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-        let mut opened = Vec::with_capacity(queues);
-        for queue in 0..queues.max(1) {
-            let attempt = bind(name, base | libc::IFF_MULTI_QUEUE);
-            let file = match attempt {
-                Ok((file, _)) => file,
-                // A tap created without multi-queue support still serves one pair.
-                Err(e) if queues == 1 && e.raw_os_error() == Some(libc::EINVAL) => bind(name, base)
-                    .map(|(f, _)| f)
-                    .map_err(|source| TapError::Attach {
-                        name: name.to_string(),
-                        queue,
-                        source,
-                    })?,
-                Err(source) => {
-                    return Err(TapError::Attach {
-                        name: name.to_string(),
-                        queue,
-                        source,
-                    })
-                }
-            };
-            opened.push(TapQueue { file });
-        }
-        Ok(Tap {
+        let mut tap = Tap {
             name: name.to_string(),
-            queues: opened,
-        })
+            queues: Vec::new(),
+        };
+        tap.attach_queues(queues.max(1))?;
+        Ok(tap)
+    }
+
+    /// Attaches queues until there are `queues`.
+    pub fn attach_queues(&mut self, queues: usize) -> Result<(), TapError> {
+        let base = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        while self.queues.len() < queues {
+            let queue = self.queues.len();
+            let fail = |source| TapError::Attach {
+                name: self.name.clone(),
+                queue,
+                source,
+            };
+            let file = match bind(&self.name, base | libc::IFF_MULTI_QUEUE) {
+                Ok((file, _)) => file,
+                // A tap created without multi-queue support still serves
+                // one pair.
+                Err(e) if queue == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    bind(&self.name, base).map(|(f, _)| f).map_err(fail)?
+                }
+                Err(source) => return Err(fail(source)),
+            };
+            self.queues.push(TapQueue { file });
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -193,6 +195,14 @@ impl Tap {
             })?;
         }
         Ok(())
+    }
+
+    /// The offloads this tap accepts, as virtio feature bits. Asked on the
+    /// open device, so it works without CAP_NET_ADMIN on a tap the user owns.
+    pub fn accepted_offloads(&self) -> u64 {
+        self.queues
+            .first()
+            .map_or(0, |q| accepted_offloads(&q.file))
     }
 
     /// The interface's MTU.
@@ -263,19 +273,11 @@ pub fn tun_flags(guest_features: u64) -> libc::c_uint {
     flags
 }
 
-/// Asks the kernel which offloads a tap accepts, on a throw-away tap that
-/// disappears when this returns. Host-side (guest transmit) offloads need only
-/// the virtio-net header; guest receive offloads need `TUNSETOFFLOAD`.
-pub fn probe_offloads() -> Result<u64, TapError> {
-    let (file, name) =
-        bind("", libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR).map_err(|source| {
-            TapError::Attach {
-                name: "(probe)".to_string(),
-                queue: 0,
-                source,
-            }
-        })?;
-    let _ = name;
+/// Tries each offload flag set on a tap queue and returns, as virtio feature
+/// bits, what the kernel accepted; the queue is left with no offloads.
+/// Host-side (guest transmit) offloads need only the virtio-net header;
+/// guest receive offloads need `TUNSETOFFLOAD`.
+fn accepted_offloads(file: &File) -> u64 {
     let bit = |b: u32| 1u64 << b;
     let mut accepted = bit(net::VIRTIO_NET_F_CSUM)
         | bit(net::VIRTIO_NET_F_HOST_TSO4)
@@ -302,11 +304,26 @@ pub fn probe_offloads() -> Result<u64, TapError> {
         ),
     ];
     for (flags, feature) in trials {
-        if ioctl_val(&file, libc::TUNSETOFFLOAD, flags.into()).is_ok() {
+        if ioctl_val(file, libc::TUNSETOFFLOAD, flags.into()).is_ok() {
             accepted |= feature;
         }
     }
-    Ok(accepted)
+    let _ = ioctl_val(file, libc::TUNSETOFFLOAD, 0);
+    accepted
+}
+
+/// Asks the kernel which offloads a tap accepts, on a throw-away tap that
+/// disappears when this returns (needs CAP_NET_ADMIN).
+pub fn probe_offloads() -> Result<u64, TapError> {
+    let (file, _) =
+        bind("", libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR).map_err(|source| {
+            TapError::Attach {
+                name: "(probe)".to_string(),
+                queue: 0,
+                source,
+            }
+        })?;
+    Ok(accepted_offloads(&file))
 }
 
 #[cfg(test)]

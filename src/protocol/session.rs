@@ -78,6 +78,18 @@ fn serve(stream: UnixStream, port: &Arc<Port>, shutdown: &Shutdown) {
                 log::debug!("connection closed for shutdown: {e}");
                 break;
             }
+            Err(VuError::InactiveFeature(feature)) => {
+                // QEMU's virtio-net sends SET_VRING_ENABLE while the guest
+                // driver sets features, before SET_FEATURES acks
+                // PROTOCOL_FEATURES; the vhost crate rejects it (the message
+                // is fully read, and QEMU wants no reply). QEMU enables the
+                // rings again when it starts the device, so the early request
+                // carries nothing; closing here would cut QEMU off for good.
+                log::debug!(
+                    "ignored a request that needs inactive feature {:#x}",
+                    feature.bits()
+                );
+            }
             Err(VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_)) => {
                 log::info!("frontend disconnected");
                 break;

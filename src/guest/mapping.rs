@@ -15,6 +15,23 @@ pub fn page_size() -> usize {
     usize::try_from(size).unwrap_or(4096).max(4096)
 }
 
+const HUGETLBFS_MAGIC: libc::c_long = 0x9584_58f6;
+
+/// The granule a file must be mapped in: its huge page size on hugetlbfs
+/// (DPDK's and QEMU's hugepage-backed guests), the page size otherwise.
+fn granule(file: &File) -> usize {
+    // SAFETY: fstatfs writes into the zeroed struct we own.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) };
+    let page = page_size();
+    if rc == 0 && fs.f_type as libc::c_long == HUGETLBFS_MAGIC {
+        usize::try_from(fs.f_bsize).unwrap_or(page).max(page)
+    } else {
+        page
+    }
+}
+
 /// A read-write shared mapping of `len` bytes of a file from `offset`.
 pub struct Mapping {
     /// Start of the reservation, guard page included.
@@ -32,21 +49,23 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` bytes of `file` from `offset`, which need not be page
-    /// aligned, between two guard pages.
+    /// Maps `len` bytes of `file` from `offset`, which need not be aligned,
+    /// between two guard pages.
     pub fn new(file: &File, offset: u64, len: usize) -> io::Result<Self> {
         let page = page_size();
-        let delta = usize::try_from(offset % page as u64).map_err(io::Error::other)?;
+        let align = granule(file);
+        let delta = usize::try_from(offset % align as u64).map_err(io::Error::other)?;
         let aligned_offset = offset - delta as u64;
         let mapped_len = len
             .checked_add(delta)
-            .and_then(|l| l.checked_next_multiple_of(page))
+            .and_then(|l| l.checked_next_multiple_of(align))
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         if len == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        // Room to align the file mapping and keep a guard page on each side.
         let reservation_len = mapped_len
-            .checked_add(2 * page)
+            .checked_add(2 * align)
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let file_offset = libc::off_t::try_from(aligned_offset).map_err(io::Error::other)?;
         // SAFETY: a fresh anonymous reservation that nothing else uses.
@@ -63,11 +82,13 @@ impl Mapping {
         if reservation == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the target range lies inside our own reservation, one page
-        // in, so MAP_FIXED replaces nothing but that reservation.
+        let start = (reservation as usize + page).next_multiple_of(align);
+        // SAFETY: start is at least a page into the reservation and
+        // start + mapped_len stays at least a page short of its end, so
+        // MAP_FIXED replaces nothing but our own reservation.
         let mapped = unsafe {
             libc::mmap(
-                reservation.cast::<u8>().add(page).cast(),
+                start as *mut libc::c_void,
                 mapped_len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED | libc::MAP_FIXED | libc::MAP_NORESERVE,
@@ -83,7 +104,7 @@ impl Mapping {
         }
         let reservation =
             NonNull::new(reservation).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        // SAFETY: delta < page <= mapped_len: inside the file mapping.
+        // SAFETY: delta < align <= mapped_len: inside the file mapping.
         let data = unsafe { mapped.cast::<u8>().add(delta) };
         Ok(Mapping {
             reservation,

@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import pathlib
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,55 +32,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 from plot import svg_lines  # noqa: E402
-
-
-def hugepages() -> bool:
-    """True if 2 MiB hugepages are mounted with at least 1 GiB free,
-    after trying to set that up."""
-    meminfo = pathlib.Path("/proc/meminfo").read_text()
-    free = int(re.search(r"HugePages_Free:\s+(\d+)", meminfo).group(1))
-    if free < 512 and os.geteuid() == 0:
-        try:
-            pathlib.Path("/proc/sys/vm/nr_hugepages").write_text("1024\n")
-        except OSError:
-            return False
-    if os.geteuid() == 0 and not os.path.ismount("/dev/hugepages"):
-        os.makedirs("/dev/hugepages", exist_ok=True)
-        subprocess.run(["mount", "-t", "hugetlbfs", "nodev", "/dev/hugepages"], check=False)
-    meminfo = pathlib.Path("/proc/meminfo").read_text()
-    free = int(re.search(r"HugePages_Free:\s+(\d+)", meminfo).group(1))
-    return free >= 512 and os.path.ismount("/dev/hugepages")
-
-
-def memory_args(huge: bool, frontend: bool) -> list:
-    if not huge:
-        return ["--no-huge", "-m", "1024"]
-    args = ["-m", "512"]
-    if frontend:
-        # virtio-user shares its memory as few files as possible, else the
-        # backend sees more regions than vhost-user allows.
-        args.append("--single-file-segments")
-    return args
-
-
-def wait_for(path: pathlib.Path, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while not path.exists():
-        if time.time() > deadline:
-            raise RuntimeError(f"{path} never appeared")
-        time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    out = proc.stdout.read() if proc.stdout else ""
-    return out
+from sidebyside import hugepages, memory_args, stop, testpmd_rates, wait_for  # noqa: E402
 
 
 def start_ours(binary: str, sock: pathlib.Path) -> subprocess.Popen:
@@ -119,8 +69,7 @@ def run_frontend(sock: pathlib.Path, size: int, seconds: int, huge: bool, prefix
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     time.sleep(seconds + 3)
     out = stop(proc)
-    rates = [int(m) for m in re.findall(r"Rx-pps:\s+(\d+)", out)]
-    samples = [r for r in rates[2:] if r > 0]
+    samples = testpmd_rates(out, "Rx-pps")
     if not samples:
         raise RuntimeError("the frontend moved no packets:\n" + out[-2000:])
     return statistics.median(samples)

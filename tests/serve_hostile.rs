@@ -37,7 +37,10 @@ fn eventfd() -> OwnedFd {
 }
 
 fn region(gpa: u64, size: u64, user: u64) -> Vec<u8> {
-    [gpa, size, user, 0].iter().flat_map(|v| v.to_le_bytes()).collect()
+    [gpa, size, user, 0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
 }
 
 fn mem_table(regions: &[Vec<u8>]) -> Vec<u8> {
@@ -72,7 +75,11 @@ fn still_serves(port: &Serve, tag: u32) {
     d.post_rx(0, 8, 2048).unwrap();
     let frame = test_frame(200, tag);
     d.send(0, &VirtioNetHdr::default(), &frame).unwrap();
-    assert_eq!(d.recv(0, WAIT).unwrap().frame, frame, "after hostile case {tag}");
+    assert_eq!(
+        d.recv(0, WAIT).unwrap().frame,
+        frame,
+        "after hostile case {tag}"
+    );
     d.disconnect();
 }
 
@@ -88,86 +95,191 @@ type Case = (&'static str, Box<dyn Fn(&Connection)>);
 fn hostile_message_sequences_cost_at_most_the_connection() {
     let port = Serve::listen(&["--profile", "vhost-compat.v3"]);
     let cases: Vec<Case> = vec![
-        ("SET_FEATURES with a 4-byte body", Box::new(|c| send(c, req::SET_FEATURES, &[1, 2, 3, 4], &[]))),
-        ("an unknown request code", Box::new(|c| send(c, 999, &[0; 8], &[]))),
-        ("a header claiming an oversized body", Box::new(|c| {
-            let _ = c.send_raw(req::SET_FEATURES, FLAG_VERSION, &vec![0; 5000], &[]);
-        })),
-        ("SET_VRING_KICK announcing an fd without one", Box::new(|c| send(c, req::SET_VRING_KICK, &0u64.to_le_bytes(), &[]))),
-        ("SET_VRING_CALL with a stray fd and the no-fd flag", Box::new(|c| {
-            let fd = eventfd();
-            send(c, req::SET_VRING_CALL, &0x100u64.to_le_bytes(), &[fd.as_raw_fd()]);
-        })),
-        ("SET_MEM_TABLE with fewer fds than regions", Box::new(|c| {
-            let fd = memfd(0x10_0000);
-            let body = mem_table(&[region(0, 0x10_0000, 0x1000_0000), region(0x20_0000, 0x10_0000, 0x2000_0000)]);
-            send(c, req::SET_MEM_TABLE, &body, &[fd.as_raw_fd()]);
-        })),
-        ("SET_MEM_TABLE with overlapping regions", Box::new(|c| {
-            let (a, b) = (memfd(0x10_0000), memfd(0x10_0000));
-            let body = mem_table(&[region(0, 0x10_0000, 0x1000_0000), region(0x8_0000, 0x10_0000, 0x2000_0000)]);
-            send(c, req::SET_MEM_TABLE, &body, &[a.as_raw_fd(), b.as_raw_fd()]);
-        })),
-        ("SET_MEM_TABLE with a region larger than its file", Box::new(|c| {
-            let fd = memfd(0x1000);
-            send(c, req::SET_MEM_TABLE, &mem_table(&[region(0, 0x100_0000, 0x1000_0000)]), &[fd.as_raw_fd()]);
-        })),
-        ("SET_MEM_TABLE with an eventfd as memory", Box::new(|c| {
-            let fd = eventfd();
-            send(c, req::SET_MEM_TABLE, &mem_table(&[region(0, 0x1000, 0x1000_0000)]), &[fd.as_raw_fd()]);
-        })),
-        ("more memory regions than slots", Box::new(|c| {
-            for i in 0..40u64 {
+        (
+            "SET_FEATURES with a 4-byte body",
+            Box::new(|c| send(c, req::SET_FEATURES, &[1, 2, 3, 4], &[])),
+        ),
+        (
+            "an unknown request code",
+            Box::new(|c| send(c, 999, &[0; 8], &[])),
+        ),
+        (
+            "a header claiming an oversized body",
+            Box::new(|c| {
+                let _ = c.send_raw(req::SET_FEATURES, FLAG_VERSION, &vec![0; 5000], &[]);
+            }),
+        ),
+        (
+            "SET_VRING_KICK announcing an fd without one",
+            Box::new(|c| send(c, req::SET_VRING_KICK, &0u64.to_le_bytes(), &[])),
+        ),
+        (
+            "SET_VRING_CALL with a stray fd and the no-fd flag",
+            Box::new(|c| {
+                let fd = eventfd();
+                send(
+                    c,
+                    req::SET_VRING_CALL,
+                    &0x100u64.to_le_bytes(),
+                    &[fd.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "SET_MEM_TABLE with fewer fds than regions",
+            Box::new(|c| {
+                let fd = memfd(0x10_0000);
+                let body = mem_table(&[
+                    region(0, 0x10_0000, 0x1000_0000),
+                    region(0x20_0000, 0x10_0000, 0x2000_0000),
+                ]);
+                send(c, req::SET_MEM_TABLE, &body, &[fd.as_raw_fd()]);
+            }),
+        ),
+        (
+            "SET_MEM_TABLE with overlapping regions",
+            Box::new(|c| {
+                let (a, b) = (memfd(0x10_0000), memfd(0x10_0000));
+                let body = mem_table(&[
+                    region(0, 0x10_0000, 0x1000_0000),
+                    region(0x8_0000, 0x10_0000, 0x2000_0000),
+                ]);
+                send(
+                    c,
+                    req::SET_MEM_TABLE,
+                    &body,
+                    &[a.as_raw_fd(), b.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "SET_MEM_TABLE with a region larger than its file",
+            Box::new(|c| {
                 let fd = memfd(0x1000);
-                let mut body = vec![0u8; 8];
-                body.extend_from_slice(&region(i * 0x1000, 0x1000, 0x1000_0000 + i * 0x1000));
-                send(c, req::ADD_MEM_REG, &body, &[fd.as_raw_fd()]);
-            }
-        })),
-        ("rings set up and kicked before any memory", Box::new(|c| {
-            send(c, req::SET_OWNER, &[], &[]);
-            send(c, req::SET_VRING_NUM, &vring_state(0, 256), &[]);
-            let mut addr = vring_state(0, 0);
-            for va in [0x1000_0000u64, 0x1000_2000, 0x1000_1000, 0] {
-                addr.extend_from_slice(&va.to_le_bytes());
-            }
-            send(c, req::SET_VRING_ADDR, &addr, &[]);
-            let kick = eventfd();
-            send(c, req::SET_VRING_KICK, &0u64.to_le_bytes(), &[kick.as_raw_fd()]);
-            send(c, req::SET_VRING_ENABLE, &vring_state(0, 1), &[]);
-        })),
-        ("ring addresses outside the memory table", Box::new(|c| {
-            let fd = memfd(0x10_0000);
-            send(c, req::SET_MEM_TABLE, &mem_table(&[region(0, 0x10_0000, 0x1000_0000)]), &[fd.as_raw_fd()]);
-            send(c, req::SET_VRING_NUM, &vring_state(1, 256), &[]);
-            let mut addr = vring_state(1, 0);
-            for va in [0x5000_0000u64, 0x1000_2000, 0x1000_1000, 0] {
-                addr.extend_from_slice(&va.to_le_bytes());
-            }
-            send(c, req::SET_VRING_ADDR, &addr, &[]);
-            let kick = eventfd();
-            send(c, req::SET_VRING_KICK, &1u64.to_le_bytes(), &[kick.as_raw_fd()]);
-        })),
-        ("features flipping while rings exist", Box::new(|c| {
-            for mask in [VERSION_1 | PROTOCOL_FEATURES, PROTOCOL_FEATURES, u64::MAX, VERSION_1 | NET_MRG_RXBUF | PROTOCOL_FEATURES, 0] {
-                send(c, req::SET_FEATURES, &mask.to_le_bytes(), &[]);
-            }
-        })),
-        ("GET_VRING_BASE on rings never started, and on rings that do not exist", Box::new(|c| {
-            for index in [0u32, 1, 15, 16, 255, 70000] {
-                send(c, req::GET_VRING_BASE, &vring_state(index, 0), &[]);
-            }
-        })),
-        ("a dirty log too small for the memory", Box::new(|c| {
-            let fd = memfd(0x10_0000);
-            send(c, req::SET_MEM_TABLE, &mem_table(&[region(0, 0x10_0000, 0x1000_0000)]), &[fd.as_raw_fd()]);
-            let log = memfd(8);
-            send(c, req::SET_LOG_BASE, &[8u64.to_le_bytes(), 0u64.to_le_bytes()].concat(), &[log.as_raw_fd()]);
-        })),
-        ("the connection dropped mid-message", Box::new(|c| {
-            let _ = c.send_raw(req::SET_VRING_ADDR, FLAG_VERSION, &[0; 3], &[]);
-            c.shutdown();
-        })),
+                send(
+                    c,
+                    req::SET_MEM_TABLE,
+                    &mem_table(&[region(0, 0x100_0000, 0x1000_0000)]),
+                    &[fd.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "SET_MEM_TABLE with an eventfd as memory",
+            Box::new(|c| {
+                let fd = eventfd();
+                send(
+                    c,
+                    req::SET_MEM_TABLE,
+                    &mem_table(&[region(0, 0x1000, 0x1000_0000)]),
+                    &[fd.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "more memory regions than slots",
+            Box::new(|c| {
+                for i in 0..40u64 {
+                    let fd = memfd(0x1000);
+                    let mut body = vec![0u8; 8];
+                    body.extend_from_slice(&region(i * 0x1000, 0x1000, 0x1000_0000 + i * 0x1000));
+                    send(c, req::ADD_MEM_REG, &body, &[fd.as_raw_fd()]);
+                }
+            }),
+        ),
+        (
+            "rings set up and kicked before any memory",
+            Box::new(|c| {
+                send(c, req::SET_OWNER, &[], &[]);
+                send(c, req::SET_VRING_NUM, &vring_state(0, 256), &[]);
+                let mut addr = vring_state(0, 0);
+                for va in [0x1000_0000u64, 0x1000_2000, 0x1000_1000, 0] {
+                    addr.extend_from_slice(&va.to_le_bytes());
+                }
+                send(c, req::SET_VRING_ADDR, &addr, &[]);
+                let kick = eventfd();
+                send(
+                    c,
+                    req::SET_VRING_KICK,
+                    &0u64.to_le_bytes(),
+                    &[kick.as_raw_fd()],
+                );
+                send(c, req::SET_VRING_ENABLE, &vring_state(0, 1), &[]);
+            }),
+        ),
+        (
+            "ring addresses outside the memory table",
+            Box::new(|c| {
+                let fd = memfd(0x10_0000);
+                send(
+                    c,
+                    req::SET_MEM_TABLE,
+                    &mem_table(&[region(0, 0x10_0000, 0x1000_0000)]),
+                    &[fd.as_raw_fd()],
+                );
+                send(c, req::SET_VRING_NUM, &vring_state(1, 256), &[]);
+                let mut addr = vring_state(1, 0);
+                for va in [0x5000_0000u64, 0x1000_2000, 0x1000_1000, 0] {
+                    addr.extend_from_slice(&va.to_le_bytes());
+                }
+                send(c, req::SET_VRING_ADDR, &addr, &[]);
+                let kick = eventfd();
+                send(
+                    c,
+                    req::SET_VRING_KICK,
+                    &1u64.to_le_bytes(),
+                    &[kick.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "features flipping while rings exist",
+            Box::new(|c| {
+                for mask in [
+                    VERSION_1 | PROTOCOL_FEATURES,
+                    PROTOCOL_FEATURES,
+                    u64::MAX,
+                    VERSION_1 | NET_MRG_RXBUF | PROTOCOL_FEATURES,
+                    0,
+                ] {
+                    send(c, req::SET_FEATURES, &mask.to_le_bytes(), &[]);
+                }
+            }),
+        ),
+        (
+            "GET_VRING_BASE on rings never started, and on rings that do not exist",
+            Box::new(|c| {
+                for index in [0u32, 1, 15, 16, 255, 70000] {
+                    send(c, req::GET_VRING_BASE, &vring_state(index, 0), &[]);
+                }
+            }),
+        ),
+        (
+            "a dirty log too small for the memory",
+            Box::new(|c| {
+                let fd = memfd(0x10_0000);
+                send(
+                    c,
+                    req::SET_MEM_TABLE,
+                    &mem_table(&[region(0, 0x10_0000, 0x1000_0000)]),
+                    &[fd.as_raw_fd()],
+                );
+                let log = memfd(8);
+                send(
+                    c,
+                    req::SET_LOG_BASE,
+                    &[8u64.to_le_bytes(), 0u64.to_le_bytes()].concat(),
+                    &[log.as_raw_fd()],
+                );
+            }),
+        ),
+        (
+            "the connection dropped mid-message",
+            Box::new(|c| {
+                let _ = c.send_raw(req::SET_VRING_ADDR, FLAG_VERSION, &[0; 3], &[]);
+                c.shutdown();
+            }),
+        ),
     ];
     for (tag, (what, case)) in cases.iter().enumerate() {
         eprintln!("hostile case: {what}");
@@ -187,7 +299,9 @@ fn fd_count(pid: u32) -> usize {
     (0..5)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(5));
-            std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|d| d.count())
+                .unwrap_or(0)
         })
         .min()
         .unwrap_or(0)
@@ -212,7 +326,9 @@ fn cycle(d: &mut NetDriver, tag: u32) {
 }
 
 fn settle(port: &Serve, connections: u64) {
-    port.wait_status("the last frontend to be gone", |s| !s.connected && s.stats.connections == connections);
+    port.wait_status("the last frontend to be gone", |s| {
+        !s.connected && s.stats.connections == connections
+    });
 }
 
 #[test]
@@ -243,7 +359,10 @@ fn two_hundred_server_mode_cycles_leak_no_descriptor_or_memory() {
         start.elapsed()
     );
     assert_eq!(fds_after, fds_before, "file descriptors leaked");
-    assert!(rss_after <= rss_before + 1024, "RSS grew by more than 1 MiB");
+    assert!(
+        rss_after <= rss_before + 1024,
+        "RSS grew by more than 1 MiB"
+    );
     let s = port.status();
     assert_eq!((s.stats.tx_packets, s.stats.rx_packets), (201, 201));
 }
@@ -283,5 +402,8 @@ fn fifty_frontend_restarts_in_client_mode_leak_nothing() {
         start.elapsed()
     );
     assert_eq!(fds_after, fds_before, "file descriptors leaked");
-    assert!(rss_after <= rss_before + 1024, "RSS grew by more than 1 MiB");
+    assert!(
+        rss_after <= rss_before + 1024,
+        "RSS grew by more than 1 MiB"
+    );
 }

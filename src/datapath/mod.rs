@@ -11,9 +11,8 @@ pub mod queue;
 pub mod ring;
 pub mod stats;
 pub mod tap;
+pub mod sim;
 pub mod tap_device;
-#[cfg(test)]
-pub mod testutil;
 pub mod worker;
 
 use crate::support::{Datapath, Support, TapOffloads};

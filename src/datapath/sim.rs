@@ -1,6 +1,6 @@
-//! A driver's-eye view of guest memory for unit tests of the packet path:
-//! memfd-backed regions (with a hole between them), and helpers to lay out
-//! rings, descriptors and buffers the way a guest driver would.
+//! A simulated guest for tests and benchmarks of the packet path: memfd
+//! regions (with a hole between them) and a driver's view of a split ring.
+//! Test tooling: it panics on misuse and is not part of the port.
 
 use std::fs::File;
 use std::os::fd::FromRawFd;

@@ -324,7 +324,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_features(&mut self, features: u64) -> Result<()> {
-        log::debug!("TRACE set_features {features:#x}");
         let offered = self.port.config.profile.features;
         let extra = features & !offered;
         if extra != 0 {
@@ -365,7 +364,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> Result<()> {
-        log::debug!("TRACE set_vring_num {index} {num}");
         let max = self.port.config.profile.max_queue_size;
         let id = self.port.config.profile.id.clone();
         let v = self.vring(index)?;
@@ -416,7 +414,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn get_vring_base(&mut self, index: u32) -> Result<VhostUserVringState> {
-        log::debug!("TRACE get_vring_base {index}");
         self.vring(index)?;
         let pair = index as usize / 2;
         self.stop_pair(pair);
@@ -431,7 +428,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_kick(&mut self, index: u8, file: Option<File>) -> Result<()> {
-        log::debug!("TRACE set_vring_kick {index}");
         let protocol = self.protocol_negotiated();
         let v = self.vring(u32::from(index))?;
         v.kick = Some(notifier(file, true));
@@ -487,7 +483,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> Result<()> {
-        log::debug!("TRACE set_vring_enable {index} {enable}");
         let v = self.vring(index)?;
         v.enabled = enable;
         self.changed(index)

@@ -2,6 +2,7 @@
 //! it, so unused items are expected here.
 #![allow(dead_code)]
 
+pub mod e2e;
 pub mod frontend;
 pub mod peers;
 pub mod rawsock;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::datapath::copy::read_bytes;
-use crate::datapath::testutil::{Driver, TestMem, HIGH, REGION};
+use crate::datapath::sim::{Driver, TestMem, HIGH, REGION};
 
 const READ: WalkRules = WalkRules {
     writable: false,

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use super::*;
 use crate::datapath::ring::{DESC_F_NEXT, DESC_F_WRITE};
 use crate::datapath::stats::{QueueCounters, Tally};
-use crate::datapath::testutil::{Driver, TestMem, REGION};
+use crate::datapath::sim::{Driver, TestMem, REGION};
 use crate::features::{self, Namespace};
 
 struct Rig {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::datapath::testutil::{Driver, TestMem, HIGH, REGION};
+use crate::datapath::sim::{Driver, TestMem, HIGH, REGION};
 
 #[test]
 fn layouts_are_checked_against_memory_and_alignment() {

@@ -137,7 +137,10 @@ fn one_pair(c: &mut Criterion) {
             let mut pair = Pair::new(size, event_idx, mergeable);
             for (unit, throughput) in [
                 ("packets", Throughput::Elements(u64::from(pair.packets))),
-                ("bytes", Throughput::Bytes(u64::from(pair.packets) * size as u64)),
+                (
+                    "bytes",
+                    Throughput::Bytes(u64::from(pair.packets) * size as u64),
+                ),
             ] {
                 group.throughput(throughput);
                 group.bench_function(BenchmarkId::new(format!("{name}/{unit}"), size), |b| {

@@ -7,11 +7,12 @@ pub mod loopback;
 pub mod net_header;
 pub mod notifier;
 pub mod packet;
+pub mod prefetch;
 pub mod queue;
 pub mod ring;
+pub mod sim;
 pub mod stats;
 pub mod tap;
-pub mod sim;
 pub mod tap_device;
 pub mod worker;
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::chain::{walk, SegList, WalkRules};
 use super::notifier::Notifier;
+use super::prefetch::prefetch_chain;
 use super::ring::SplitRing;
 use super::stats::{QueueCounters, Tally};
 use crate::guest::GuestMemory;
@@ -34,15 +35,21 @@ impl Queue {
         }
     }
 
-    /// Ends a batch: publishes the used entries, interrupts the guest if it
-    /// asked for it, and publishes the counters.
+    /// Makes the used entries so far visible to a polling guest. Whether
+    /// to interrupt is left to `finish_batch`: that check needs a full
+    /// fence, which waits for every store of the batch to drain.
+    pub fn publish(&mut self) {
+        self.ring.publish();
+    }
+
+    /// Ends a batch: publishes, interrupts the guest if it asked for it
+    /// (once for everything published in the batch), and publishes the
+    /// counters.
     pub fn finish_batch(&mut self) {
-        if self.ring.has_unpublished() {
-            self.ring.publish();
-            if self.ring.needs_interrupt() {
-                if let Some(call) = &self.call {
-                    call.signal();
-                }
+        self.ring.publish();
+        if self.ring.has_unchecked() && self.ring.needs_interrupt() {
+            if let Some(call) = &self.call {
+                call.signal();
             }
         }
         self.counters.add(&self.tally);
@@ -99,12 +106,41 @@ impl RxQueue {
     }
 
     /// Walks available chains until `want` bytes (or, if `one`, a single
-    /// chain) are ready. A malformed chain at the front is returned to the
-    /// guest unused and counted; one further back waits until it reaches the
-    /// front, so the ring index only ever moves over chains in order.
+    /// chain) are ready.
     pub fn fill(&mut self, mem: &GuestMemory, want: u64, one: bool) {
+        self.fill_until(mem, |q| q.capacity >= want || (one && !q.ready.is_empty()));
+    }
+
+    /// Hints the descriptors of the chains that would make `count` ready,
+    /// so a later `walk_ahead` finds them in cache.
+    pub fn hint_ahead(&mut self, count: usize) {
+        for k in self.ready.len()..count {
+            let Some(head) = u16::try_from(k).ok().and_then(|k| self.queue.ring.peek(k)) else {
+                break;
+            };
+            self.queue.ring.prefetch_descriptor(head);
+        }
+    }
+
+    /// Makes up to `count` chains ready.
+    pub fn walk_ahead(&mut self, mem: &GuestMemory, count: usize) {
+        self.fill_until(mem, |q| q.ready.len() >= count);
+    }
+
+    /// Hints the first `len` bytes of the `k`-th ready chain for writing.
+    pub fn prefetch_ready(&self, k: usize, len: u64) {
+        if let Some(chain) = self.ready.get(k) {
+            prefetch_chain(chain, len, true);
+        }
+    }
+
+    /// Walks available chains, in ring order, until `done` holds or none is
+    /// left. A malformed chain at the front is returned to the guest unused
+    /// and counted; one further back waits until it reaches the front, so
+    /// the ring index only ever moves over chains in order.
+    fn fill_until(&mut self, mem: &GuestMemory, done: impl Fn(&Self) -> bool) {
         loop {
-            if self.capacity >= want || (one && !self.ready.is_empty()) {
+            if done(self) {
                 return;
             }
             let Ok(k) = u16::try_from(self.ready.len()) else {

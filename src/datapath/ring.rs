@@ -9,9 +9,10 @@
 //!
 //! Every write to guest memory is marked in the dirty log when one is active.
 
-use std::sync::atomic::{fence, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::prefetch::{prefetch, prefetch_for_write};
 use crate::guest::{DirtyLog, GuestMemory};
 
 pub const DESC_F_NEXT: u16 = 1;
@@ -58,25 +59,39 @@ pub struct Descriptor {
 }
 
 impl Descriptor {
-    /// Reads a descriptor at a host address (16-byte aligned guest memory).
+    /// Reads a descriptor at a host address.
     ///
     /// # Safety
     /// `ptr` must point to 16 readable bytes.
     #[inline]
     pub unsafe fn read(ptr: *const u8) -> Self {
-        // SAFETY: the caller guarantees 16 readable bytes; volatile because
-        // the guest may write them concurrently.
-        let raw = unsafe { std::ptr::read_volatile(ptr as *const [u8; 16]) };
-        let word = |range: std::ops::Range<usize>| {
-            let mut b = [0u8; 8];
-            b[..range.len()].copy_from_slice(&raw[range]);
-            u64::from_le_bytes(b)
+        let (lo, hi) = if ptr as usize % 8 == 0 {
+            // SAFETY: 16 readable, 8-aligned bytes; atomic loads because the
+            // guest may write them concurrently, and so that each field is
+            // read exactly once.
+            unsafe {
+                let words = ptr as *const AtomicU64;
+                (
+                    (*words).load(Ordering::Relaxed),
+                    (*words.add(1)).load(Ordering::Relaxed),
+                )
+            }
+        } else {
+            // An indirect table may sit anywhere the guest put it.
+            // SAFETY: 16 readable bytes; volatile for the same reason.
+            let raw = unsafe { std::ptr::read_volatile(ptr as *const [u8; 16]) };
+            let mut lo = [0u8; 8];
+            let mut hi = [0u8; 8];
+            lo.copy_from_slice(&raw[..8]);
+            hi.copy_from_slice(&raw[8..]);
+            (u64::from_ne_bytes(lo), u64::from_ne_bytes(hi))
         };
+        let (lo, hi) = (u64::from_le(lo), u64::from_le(hi));
         Descriptor {
-            addr: word(0..8),
-            len: word(8..12) as u32,
-            flags: word(12..14) as u16,
-            next: word(14..16) as u16,
+            addr: lo,
+            len: hi as u32,
+            flags: (hi >> 32) as u16,
+            next: (hi >> 48) as u16,
         }
     }
 }
@@ -100,6 +115,8 @@ pub struct SplitRing {
     next_used: u16,
     published_used: u16,
     last_signalled: Option<u16>,
+    /// Entries were published that no interrupt check has looked at yet.
+    unchecked: bool,
     broken: bool,
     log: Option<Arc<DirtyLog>>,
     _mem: Arc<GuestMemory>,
@@ -155,6 +172,7 @@ impl SplitRing {
             next_used: 0,
             published_used: 0,
             last_signalled: None,
+            unchecked: false,
             broken: false,
             log,
             _mem: mem,
@@ -280,6 +298,25 @@ impl SplitRing {
         Some(unsafe { Descriptor::read(self.desc.add(16 * usize::from(index))) })
     }
 
+    /// Hints that the descriptor at `index` is about to be read.
+    #[inline]
+    pub fn prefetch_descriptor(&self, index: u16) {
+        let slot = usize::from(index & self.mask);
+        // wrapping_add: computing the address must not be undefined
+        // behaviour either; slot < size keeps it inside the table anyway.
+        prefetch(self.desc.wrapping_add(16 * slot));
+    }
+
+    /// Hints that the next `count` used entries are about to be written.
+    #[inline]
+    pub fn prefetch_used(&self, count: usize) {
+        // One hint per 64-byte line: eight 8-byte entries.
+        for k in (0..count).step_by(8) {
+            let slot = usize::from(self.next_used.wrapping_add(k as u16) & self.mask);
+            prefetch_for_write(self.used.wrapping_add(4 + 8 * slot));
+        }
+    }
+
     /// Returns a chain to the guest; visible once `publish` runs.
     #[inline]
     pub fn push_used(&mut self, head: u16, len: u32) {
@@ -315,6 +352,13 @@ impl SplitRing {
             .store(self.next_used.to_le(), Ordering::Release);
         self.mark(2, 2);
         self.published_used = self.next_used;
+        self.unchecked = true;
+    }
+
+    /// Whether entries were published since `needs_interrupt` last ran.
+    #[inline]
+    pub fn has_unchecked(&self) -> bool {
+        self.unchecked
     }
 
     /// Whether the guest wants an interrupt for what was published since the
@@ -324,6 +368,7 @@ impl SplitRing {
         // Pairs with the driver's barrier between updating used_event (or the
         // flags) and reading the used index.
         fence(Ordering::SeqCst);
+        self.unchecked = false;
         let new = self.published_used;
         let due = if self.event_idx {
             let slot = 4 + 2 * usize::from(self.layout.size);

@@ -194,3 +194,29 @@ fn need_event_matches_the_virtio_formula() {
     assert!(need_event(2, 3, 0));
     assert!(need_event(u16::MAX, 0, u16::MAX - 1), "wraps around");
 }
+
+#[test]
+fn descriptors_read_the_same_at_any_alignment() {
+    let want = Descriptor {
+        addr: 0x1122_3344_5566_7788,
+        len: 0x99aa_bbcc,
+        flags: DESC_F_NEXT | DESC_F_WRITE,
+        next: 0xfedc,
+    };
+    let mut bytes = Vec::new();
+    bytes.extend(want.addr.to_le_bytes());
+    bytes.extend(want.len.to_le_bytes());
+    bytes.extend(want.flags.to_le_bytes());
+    bytes.extend(want.next.to_le_bytes());
+    // Room to place the 16 bytes at every offset from an 8-aligned base.
+    let mut buf = vec![0u64; 4];
+    let base = buf.as_mut_ptr() as *mut u8;
+    for shift in 0..8 {
+        // SAFETY: 32 bytes at base; shift + 16 <= 24.
+        let got = unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(shift), 16);
+            Descriptor::read(base.add(shift))
+        };
+        assert_eq!(got, want, "at offset {shift}");
+    }
+}

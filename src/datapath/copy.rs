@@ -1,8 +1,9 @@
 //! Copies between chains and local buffers, marking what is written.
 //!
-//! `ptr::copy` (memmove) rather than `copy_nonoverlapping`: a guest may point
-//! a transmit and a receive buffer at the same memory, and an overlapping
-//! copy must stay defined behaviour.
+//! Between two chains, `ptr::copy` (memmove) rather than
+//! `copy_nonoverlapping`: a guest may point a transmit and a receive buffer
+//! at the same memory, and an overlapping copy must stay defined behaviour.
+//! Between a chain and a buffer of ours no overlap is possible.
 
 use super::chain::{SegList, Segment};
 use crate::guest::DirtyLog;
@@ -38,7 +39,27 @@ fn mark(log: Option<&DirtyLog>, seg: &Segment, at: u32, len: usize) {
 }
 
 /// Copies from `src` at `offset` into `dst`; returns the bytes copied.
+#[inline]
 pub fn read_bytes(src: &SegList, offset: u64, dst: &mut [u8]) -> usize {
+    // Headers nearly always sit whole in the first segment.
+    if let Some(s) = src.segs.first() {
+        if offset + dst.len() as u64 <= u64::from(s.len) {
+            // SAFETY: the segment holds s.len bytes at s.host; `dst` is our
+            // own buffer, so the two cannot overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    s.host.add(offset as usize),
+                    dst.as_mut_ptr(),
+                    dst.len(),
+                )
+            };
+            return dst.len();
+        }
+    }
+    read_pieces(src, offset, dst)
+}
+
+fn read_pieces(src: &SegList, offset: u64, dst: &mut [u8]) -> usize {
     let mut c = seek(src, offset);
     let mut done = 0;
     while done < dst.len() && c.seg < src.segs.len() {
@@ -57,7 +78,23 @@ pub fn read_bytes(src: &SegList, offset: u64, dst: &mut [u8]) -> usize {
 }
 
 /// Copies `src` into `dst` at `offset`; returns the bytes copied.
+#[inline]
 pub fn write_bytes(dst: &SegList, offset: u64, src: &[u8], log: Option<&DirtyLog>) -> usize {
+    if let Some(s) = dst.segs.first() {
+        if offset + src.len() as u64 <= u64::from(s.len) {
+            // SAFETY: as in read_bytes, with the roles swapped.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), s.host.add(offset as usize), src.len())
+            };
+            // offset < s.len, a u32
+            mark(log, s, offset as u32, src.len());
+            return src.len();
+        }
+    }
+    write_pieces(dst, offset, src, log)
+}
+
+fn write_pieces(dst: &SegList, offset: u64, src: &[u8], log: Option<&DirtyLog>) -> usize {
     let mut c = seek(dst, offset);
     let mut done = 0;
     while done < src.len() && c.seg < dst.segs.len() {
@@ -164,6 +201,17 @@ mod tests {
         assert_eq!(out, [0, 0, 1, 2, 3, 4, 5, 0, 0]);
         assert_eq!(write_bytes(&l, 8, &[9, 9, 9], None), 1, "stops at the end");
         assert_eq!(read_bytes(&l, 20, &mut out), 0);
+    }
+
+    #[test]
+    fn copies_within_the_first_segment_stay_there() {
+        let mut bufs = vec![vec![0u8; 3], vec![0u8; 2]];
+        let l = list(&mut bufs);
+        assert_eq!(write_bytes(&l, 0, &[7, 8, 9], None), 3);
+        let mut two = [0u8; 2];
+        assert_eq!(read_bytes(&l, 1, &mut two), 2);
+        assert_eq!(two, [8, 9]);
+        assert_eq!(bufs[1], vec![0, 0], "nothing spilled into the next segment");
     }
 
     #[test]

@@ -10,12 +10,12 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use vhost::vhost_user::BackendReqHandler;
 use vhost_compat::datapath::worker::PollMode;
 use vhost_compat::port::{Port, PortConfig, PortIo};
 use vhost_compat::profiles::builtin;
+use vhost_compat::protocol::dispatch::serve_one;
 use vhost_compat::protocol::handler::PortHandler;
 use vhost_compat::support::Support;
 
@@ -238,8 +238,7 @@ pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     {
         let (frontend, backend) = UnixStream::pair().expect("socketpair");
-        let handler = Arc::new(Mutex::new(PortHandler::new(port.clone())));
-        let mut requests = BackendReqHandler::from_stream(backend, handler.clone());
+        let mut handler = PortHandler::new(port.clone());
         let mut files = Vec::new();
         for _ in 0..64 {
             if input.exhausted() {
@@ -249,14 +248,14 @@ pub fn run(data: &[u8]) {
             if !send(&frontend, &msg, &fds) {
                 break;
             }
-            let result = requests.handle_request();
+            let result = serve_one(&backend, &mut handler);
             drain(&frontend);
             if result.is_err() {
                 // The connection would be closed here; that is allowed.
                 break;
             }
         }
-        handler.lock().expect("handler lock").close();
+        handler.close();
     }
     well_behaved_frontend_is_served(&port);
 }
@@ -264,12 +263,9 @@ pub fn run(data: &[u8]) {
 /// A fresh connection on the same port gets exactly the profile.
 fn well_behaved_frontend_is_served(port: &Arc<Port>) {
     let (frontend, backend) = UnixStream::pair().expect("socketpair");
-    let handler = Arc::new(Mutex::new(PortHandler::new(port.clone())));
-    let mut requests = BackendReqHandler::from_stream(backend, handler);
+    let mut handler = PortHandler::new(port.clone());
     assert!(send(&frontend, &frame(1, 1, &[]), &[]));
-    requests
-        .handle_request()
-        .expect("GET_FEATURES on a fresh connection");
+    serve_one(&backend, &mut handler).expect("GET_FEATURES on a fresh connection");
     let mut reply = [0u8; 20];
     (&frontend).read_exact(&mut reply).expect("reply");
     let features = u64::from_le_bytes(reply[12..20].try_into().expect("8 bytes"));

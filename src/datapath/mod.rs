@@ -1,6 +1,7 @@
 //! The packet path: moving packets between a guest's virtqueues and the
 //! loopback or a tap. Knows nothing of the vhost-user protocol.
 
+pub mod announce;
 pub mod chain;
 pub mod copy;
 pub mod loopback;

@@ -88,7 +88,12 @@ pub const PROTOCOL_FEATURES: u32 = vhost_bit(V::PROTOCOL_FEATURES.bits());
 
 pub const PROTO_MQ: u32 = vhost_bit(P::MQ.bits());
 pub const PROTO_LOG_SHMFD: u32 = vhost_bit(P::LOG_SHMFD.bits());
+pub const PROTO_RARP: u32 = vhost_bit(P::RARP.bits());
 pub const PROTO_REPLY_ACK: u32 = vhost_bit(P::REPLY_ACK.bits());
+pub const PROTO_NET_MTU: u32 = vhost_bit(P::MTU.bits());
+pub const PROTO_CRYPTO_SESSION: u32 = vhost_bit(P::CRYPTO_SESSION.bits());
+pub const PROTO_HOST_NOTIFIER: u32 = vhost_bit(P::HOST_NOTIFIER.bits());
+pub const PROTO_STATUS: u32 = vhost_bit(P::STATUS.bits());
 pub const PROTO_BACKEND_REQ: u32 = vhost_bit(P::BACKEND_REQ.bits());
 pub const PROTO_BACKEND_SEND_FD: u32 = vhost_bit(P::BACKEND_SEND_FD.bits());
 pub const PROTO_CONFIGURE_MEM_SLOTS: u32 = vhost_bit(P::CONFIGURE_MEM_SLOTS.bits());

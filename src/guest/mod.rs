@@ -6,5 +6,5 @@ pub mod dirty_log;
 pub mod mapping;
 pub mod memory;
 
-pub use dirty_log::DirtyLog;
+pub use dirty_log::{DirtyLog, LogError};
 pub use memory::{GuestMemory, MemoryError, RegionSpec};

@@ -12,7 +12,10 @@ use std::os::unix::net::UnixStream;
 
 use super::handler::{HandlerError, PortHandler};
 use super::wire::{self, Request, WireError};
-use crate::features::registry::PROTOCOL_FEATURES;
+use crate::features::registry::{
+    PROTOCOL_FEATURES, PROTO_BACKEND_REQ, PROTO_CONFIGURE_MEM_SLOTS, PROTO_CRYPTO_SESSION,
+    PROTO_LOG_SHMFD, PROTO_MQ, PROTO_NET_MTU, PROTO_RARP, PROTO_STATUS,
+};
 use crate::guest::RegionSpec;
 
 /// Request codes of the vhost-user specification.
@@ -38,6 +41,7 @@ pub mod code {
     pub const SEND_RARP: u32 = 19;
     pub const NET_SET_MTU: u32 = 20;
     pub const SET_BACKEND_REQ_FD: u32 = 21;
+    pub const CREATE_CRYPTO_SESSION: u32 = 26;
     pub const GET_MAX_MEM_SLOTS: u32 = 36;
     pub const ADD_MEM_REG: u32 = 37;
     pub const REM_MEM_REG: u32 = 38;
@@ -103,27 +107,28 @@ enum Outcome {
 /// Serves requests on `sock` until the frontend leaves or is refused.
 pub fn serve(sock: &UnixStream, handler: &mut PortHandler) -> SessionEnd {
     loop {
-        let req = match wire::recv(sock) {
-            Ok(req) => req,
-            Err(e) => return e.into(),
-        };
-        let code = req.code;
-        let need_reply = req.need_reply();
-        let result = handle(handler, req);
-        let acks = handler.reply_ack_active();
-        let sent = match &result {
-            Ok(Outcome::Reply(body)) => wire::reply(sock, code, body),
-            Ok(Outcome::Done) if need_reply && acks => wire::reply(sock, code, &0u64.to_le_bytes()),
-            Err(_) if need_reply && acks => wire::reply(sock, code, &1u64.to_le_bytes()),
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            return e;
-        }
-        if let Err(e) = sent {
-            return e.into();
+        if let Err(end) = serve_one(sock, handler) {
+            return end;
         }
     }
+}
+
+/// Reads one request, answers it, and says whether the connection goes on.
+pub fn serve_one(sock: &UnixStream, handler: &mut PortHandler) -> Result<(), SessionEnd> {
+    let req = wire::recv(sock)?;
+    let code = req.code;
+    let need_reply = req.need_reply();
+    let result = handle(handler, req);
+    let acks = handler.reply_ack_active();
+    let sent = match &result {
+        Ok(Outcome::Reply(body)) => wire::reply(sock, code, body),
+        Ok(Outcome::Done) if need_reply && acks => wire::reply(sock, code, &0u64.to_le_bytes()),
+        Err(_) if need_reply && acks => wire::reply(sock, code, &1u64.to_le_bytes()),
+        _ => Ok(()),
+    };
+    result?;
+    sent?;
+    Ok(())
 }
 
 fn from_handler(code: u32) -> impl Fn(HandlerError) -> SessionEnd {
@@ -156,14 +161,16 @@ fn handle(h: &mut PortHandler, mut req: Request) -> Result<Outcome, SessionEnd> 
                     format!("{count} regions with {} file descriptors", req.files.len()),
                 ));
             }
-            let specs: Vec<RegionSpec> = (0..count).map(|i| region(&req.body, 8 + 32 * i)).collect();
+            let specs: Vec<RegionSpec> =
+                (0..count).map(|i| region(&req.body, 8 + 32 * i)).collect();
             done(h.set_mem_table(&specs, std::mem::take(&mut req.files)))
         }
         SET_LOG_BASE => {
-            h.require_protocol(crate::features::registry::PROTO_LOG_SHMFD, c).map_err(&map)?;
+            h.require_protocol(PROTO_LOG_SHMFD).map_err(&map)?;
             let b = sized(&req, 16)?.to_vec();
             let file = single_file(&mut req)?;
-            h.set_log_base(le_u64(&b, 8), le_u64(&b, 0), file).map_err(&map)?;
+            h.set_log_base(le_u64(&b, 8), le_u64(&b, 0), file)
+                .map_err(&map)?;
             // The frontend waits for this reply whatever REPLY_ACK says.
             Ok(Outcome::Reply(b))
         }
@@ -194,18 +201,16 @@ fn handle(h: &mut PortHandler, mut req: Request) -> Result<Outcome, SessionEnd> 
         }
         SET_VRING_ADDR => {
             let b = sized(&req, 40)?;
-            done(h.set_vring_addr(
-                le_u32(b, 0),
-                le_u64(b, 8),
-                le_u64(b, 16),
-                le_u64(b, 24),
-            ))
+            done(h.set_vring_addr(le_u32(b, 0), le_u64(b, 8), le_u64(b, 16), le_u64(b, 24)))
         }
         SET_VRING_KICK | SET_VRING_CALL | SET_VRING_ERR => {
             let value = le_u64(sized(&req, 8)?, 0);
             // Bits 0-7: the vring; bit 8: no descriptor (poll instead).
             if value & !0x1ff != 0 {
-                return Err(refused(c, format!("value {value:#x} has reserved bits set")));
+                return Err(refused(
+                    c,
+                    format!("value {value:#x} has reserved bits set"),
+                ));
             }
             let index = (value & 0xff) as u32;
             let file = if value & 0x100 != 0 {
@@ -223,42 +228,42 @@ fn handle(h: &mut PortHandler, mut req: Request) -> Result<Outcome, SessionEnd> 
             }
         }
         GET_PROTOCOL_FEATURES => {
-            h.require_offered(PROTOCOL_FEATURES, c).map_err(&map)?;
+            h.require_offered(PROTOCOL_FEATURES).map_err(&map)?;
             u64_reply(h.offered_protocol_features())
         }
         SET_PROTOCOL_FEATURES => {
-            h.require_offered(PROTOCOL_FEATURES, c).map_err(&map)?;
+            h.require_offered(PROTOCOL_FEATURES).map_err(&map)?;
             let b = sized(&req, 8)?;
             done(h.set_protocol_features(le_u64(b, 0)))
         }
         GET_QUEUE_NUM => {
-            h.require_protocol(crate::features::registry::PROTO_MQ, c).map_err(&map)?;
+            h.require_protocol(PROTO_MQ).map_err(&map)?;
             u64_reply(h.queue_pairs())
         }
         SEND_RARP => {
-            h.require_protocol(crate::features::registry::PROTO_RARP, c).map_err(&map)?;
+            h.require_protocol(PROTO_RARP).map_err(&map)?;
             let b = sized(&req, 8)?;
             let mut mac = [0u8; 6];
             mac.copy_from_slice(&b[..6]);
             done(h.send_rarp(mac))
         }
         NET_SET_MTU => {
-            h.require_protocol(crate::features::registry::PROTO_NET_MTU, c).map_err(&map)?;
+            h.require_protocol(PROTO_NET_MTU).map_err(&map)?;
             let b = sized(&req, 8)?;
             done(h.set_mtu(le_u64(b, 0)))
         }
         SET_BACKEND_REQ_FD => {
-            h.require_protocol(crate::features::registry::PROTO_BACKEND_REQ, c).map_err(&map)?;
+            h.require_protocol(PROTO_BACKEND_REQ).map_err(&map)?;
             let file = single_file(&mut req)?;
             done(h.set_backend_channel(file))
         }
         GET_MAX_MEM_SLOTS => {
-            h.require_protocol(crate::features::registry::PROTO_CONFIGURE_MEM_SLOTS, c)
+            h.require_protocol(PROTO_CONFIGURE_MEM_SLOTS)
                 .map_err(&map)?;
             u64_reply(h.max_mem_slots())
         }
         ADD_MEM_REG | REM_MEM_REG => {
-            h.require_protocol(crate::features::registry::PROTO_CONFIGURE_MEM_SLOTS, c)
+            h.require_protocol(PROTO_CONFIGURE_MEM_SLOTS)
                 .map_err(&map)?;
             let b = sized(&req, 40)?;
             let spec = region(b, 8);
@@ -272,13 +277,24 @@ fn handle(h: &mut PortHandler, mut req: Request) -> Result<Outcome, SessionEnd> 
             }
         }
         SET_STATUS => {
-            h.require_protocol(crate::features::registry::PROTO_STATUS, c).map_err(&map)?;
+            h.require_protocol(PROTO_STATUS).map_err(&map)?;
             let b = sized(&req, 8)?;
             done(h.set_status(le_u64(b, 0)))
         }
         GET_STATUS => {
-            h.require_protocol(crate::features::registry::PROTO_STATUS, c).map_err(&map)?;
+            h.require_protocol(PROTO_STATUS).map_err(&map)?;
             u64_reply(h.status())
+        }
+        CREATE_CRYPTO_SESSION => {
+            h.require_protocol(PROTO_CRYPTO_SESSION).map_err(&map)?;
+            // A network device has no crypto engine: the answer is the
+            // specification's failure, a negative session id.
+            let mut reply = req.body;
+            if reply.len() < 8 {
+                return Err(refused(c, "crypto session request shorter than its id"));
+            }
+            reply[..8].copy_from_slice(&(-1i64).to_le_bytes());
+            Ok(Outcome::Reply(reply))
         }
         SET_LOG_FD => Err(refused(c, "SET_LOG_FD is not supported; use LOG_SHMFD")),
         other => Err(refused(other, "not a request this backend serves")),

@@ -10,37 +10,47 @@
 //! setup, so workers never see configuration change under them.
 
 use std::fs::File;
-use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use vhost::vhost_user::message::{
-    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserConfigFlags, VhostUserInflight,
-    VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
-    VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
-};
-use vhost::vhost_user::{Error as VuError, GpuBackend, VhostUserBackendReqHandlerMut};
-use vhost::VhostUserMemoryRegionBase;
-
+use crate::datapath::announce::rarp_frame;
 use crate::datapath::notifier::Notifier;
 use crate::datapath::packet::{PacketRules, MAX_TX_BYTES};
 use crate::datapath::ring::RingLayout;
-use crate::datapath::worker::{PairIo, PairSetup, RingSetup, Worker};
+use crate::datapath::tap;
+use crate::datapath::worker::{PairIo, PairSetup, RingSetup, Worker, WorkerError};
 use crate::features::registry::{LOG_ALL, PROTOCOL_FEATURES};
 use crate::features::{describe, Namespace};
-use crate::guest::{memory::MAX_REGIONS, DirtyLog, GuestMemory, RegionSpec};
+use crate::guest::{memory::MAX_REGIONS, DirtyLog, GuestMemory, LogError, MemoryError, RegionSpec};
 use crate::port::{LinkView, Port, PortIo, RingView};
 
-type Result<T> = std::result::Result<T, VuError>;
-
-/// A refusal, logged and returned to the vhost-user layer.
-fn refuse(message: String) -> VuError {
-    log::warn!("refused: {message}");
-    VuError::ReqHandlerError(io::Error::new(io::ErrorKind::InvalidInput, message))
+/// Why a request is refused. The connection ends with it, and the sentence
+/// is logged for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("vring {index} does not exist (this port has {count})")]
+    NoSuchVring { index: u32, count: usize },
+    #[error("needs protocol feature {0}, which was not negotiated")]
+    ProtocolNotNegotiated(String),
+    #[error("needs feature {0}, which this port does not offer")]
+    NotOffered(String),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    #[error("cannot configure the tap: {0}")]
+    Tap(#[from] crate::datapath::tap_device::TapError),
 }
 
-fn unsupported(what: &str) -> VuError {
-    refuse(format!("{what} is not supported by this backend"))
+type Result<T> = std::result::Result<T, HandlerError>;
+
+fn refuse(message: String) -> HandlerError {
+    HandlerError::Refused(message)
 }
 
 /// Ring addresses in the frontend's address space.
@@ -79,6 +89,8 @@ pub struct PortHandler {
     log: Option<Arc<DirtyLog>>,
     vrings: Vec<Vring>,
     workers: Vec<Option<Worker>>,
+    backend_channel: Option<UnixStream>,
+    device_status: u8,
 }
 
 impl PortHandler {
@@ -92,6 +104,8 @@ impl PortHandler {
             log: None,
             vrings: (0..vrings).map(|_| Vring::default()).collect(),
             workers: (0..vrings / 2).map(|_| None).collect(),
+            backend_channel: None,
+            device_status: 0,
             port,
         };
         handler.publish(true);
@@ -134,11 +148,9 @@ impl PortHandler {
 
     fn vring(&mut self, index: u32) -> Result<&mut Vring> {
         let count = self.vrings.len();
-        self.vrings.get_mut(index as usize).ok_or_else(|| {
-            refuse(format!(
-                "vring {index} does not exist (this port has {count})"
-            ))
-        })
+        self.vrings
+            .get_mut(index as usize)
+            .ok_or(HandlerError::NoSuchVring { index, count })
     }
 
     fn stop_pair(&mut self, pair: usize) {
@@ -214,7 +226,7 @@ impl PortHandler {
             io,
             poll: self.port.config.poll,
         };
-        let worker = Worker::start(setup).map_err(|e| refuse(e.to_string()))?;
+        let worker = Worker::start(setup)?;
         self.workers[pair] = Some(worker);
         Ok(())
     }
@@ -252,8 +264,7 @@ impl PortHandler {
         if let PortIo::Tap(tap) = &self.port.config.io {
             let rules = PacketRules::new(features);
             tap.set_header_len(rules.header_len)
-                .and_then(|()| tap.set_offloads(features))
-                .map_err(|e| refuse(e.to_string()))?;
+                .and_then(|()| tap.set_offloads(features))?;
         }
         Ok(())
     }
@@ -266,15 +277,6 @@ fn tap_max_packet(tap: &crate::datapath::tap_device::Tap, rules: &PacketRules) -
     let mtu = tap.mtu().unwrap_or(1500);
     // Ethernet header and a VLAN tag on top of the MTU, plus the virtio header.
     u64::from(mtu) + 14 + 4 + rules.header_len as u64
-}
-
-fn region_spec(r: &VhostUserMemoryRegion) -> RegionSpec {
-    RegionSpec {
-        guest_phys_addr: r.guest_phys_addr,
-        memory_size: r.memory_size,
-        user_addr: r.user_addr,
-        mmap_offset: r.mmap_offset,
-    }
 }
 
 fn notifier(file: Option<File>, nonblocking: bool) -> Option<Arc<Notifier>> {
@@ -293,8 +295,46 @@ fn notifier(file: Option<File>, nonblocking: bool) -> Option<Arc<Notifier>> {
     })
 }
 
-impl VhostUserBackendReqHandlerMut for PortHandler {
-    fn set_owner(&mut self) -> Result<()> {
+/// The requests, one method each, as `dispatch` decodes them.
+impl PortHandler {
+    pub fn offered_features(&self) -> u64 {
+        self.port.config.profile.features
+    }
+
+    pub fn offered_protocol_features(&self) -> u64 {
+        self.port.config.profile.protocol_features
+    }
+
+    /// Refuses a request of a protocol feature the frontend did not ack.
+    pub fn require_protocol(&self, bit: u32) -> Result<()> {
+        if self.protocol_features.unwrap_or(0) & (1 << bit) != 0 {
+            Ok(())
+        } else {
+            Err(HandlerError::ProtocolNotNegotiated(
+                describe(Namespace::Protocol, 1 << bit).to_string(),
+            ))
+        }
+    }
+
+    /// Refuses a request that only exists with a feature this port does not
+    /// offer.
+    pub fn require_offered(&self, bit: u32) -> Result<()> {
+        if self.offered_features() & (1 << bit) != 0 {
+            Ok(())
+        } else {
+            Err(HandlerError::NotOffered(
+                describe(Namespace::Virtio, 1 << bit).to_string(),
+            ))
+        }
+    }
+
+    /// Whether requests flagged NEED_REPLY get an acknowledgement.
+    pub fn reply_ack_active(&self) -> bool {
+        self.require_protocol(crate::features::registry::PROTO_REPLY_ACK)
+            .is_ok()
+    }
+
+    pub fn set_owner(&mut self) -> Result<()> {
         if self.owned {
             return Err(refuse("SET_OWNER sent twice on one connection".into()));
         }
@@ -302,12 +342,9 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         Ok(())
     }
 
-    fn reset_owner(&mut self) -> Result<()> {
-        // Deprecated; the specification recommends disabling all rings.
-        self.reset_device()
-    }
-
-    fn reset_device(&mut self) -> Result<()> {
+    /// `RESET_OWNER` (deprecated; the specification recommends disabling
+    /// every ring) and `RESET_DEVICE`.
+    pub fn reset(&mut self) -> Result<()> {
         for pair in 0..self.workers.len() {
             self.stop_pair(pair);
         }
@@ -319,12 +356,8 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         Ok(())
     }
 
-    fn get_features(&mut self) -> Result<u64> {
-        Ok(self.port.config.profile.features)
-    }
-
-    fn set_features(&mut self, features: u64) -> Result<()> {
-        let offered = self.port.config.profile.features;
+    pub fn set_features(&mut self, features: u64) -> Result<()> {
+        let offered = self.offered_features();
         let extra = features & !offered;
         if extra != 0 {
             return Err(refuse(format!(
@@ -351,19 +384,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         result
     }
 
-    fn set_mem_table(
-        &mut self,
-        regions: &[VhostUserMemoryRegion],
-        files: Vec<File>,
-        _postcopy_listening: Option<bool>,
-    ) -> Result<Option<Vec<VhostUserMemoryRegionBase>>> {
-        let specs: Vec<RegionSpec> = regions.iter().map(region_spec).collect();
-        let mem = GuestMemory::from_table(&specs, files).map_err(|e| refuse(e.to_string()))?;
-        self.replace_memory(mem)?;
-        Ok(None)
+    pub fn set_mem_table(&mut self, regions: &[RegionSpec], files: Vec<File>) -> Result<()> {
+        let mem = GuestMemory::from_table(regions, files)?;
+        self.replace_memory(mem)
     }
 
-    fn set_vring_num(&mut self, index: u32, num: u32) -> Result<()> {
+    pub fn set_vring_num(&mut self, index: u32, num: u32) -> Result<()> {
         let max = self.port.config.profile.max_queue_size;
         let id = self.port.config.profile.id.clone();
         let v = self.vring(index)?;
@@ -382,21 +408,9 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         Ok(())
     }
 
-    fn set_vring_addr(
-        &mut self,
-        index: u32,
-        _flags: VhostUserVringAddrFlags,
-        descriptor: u64,
-        used: u64,
-        available: u64,
-        _log: u64,
-    ) -> Result<()> {
+    pub fn set_vring_addr(&mut self, index: u32, desc: u64, used: u64, avail: u64) -> Result<()> {
         let v = self.vring(index)?;
-        v.addresses = Some(RingAddresses {
-            desc: descriptor,
-            avail: available,
-            used,
-        });
+        v.addresses = Some(RingAddresses { desc, avail, used });
         // A running ring gets new addresses when logging is switched on for
         // a migration; its worker restarts with them.
         if v.started {
@@ -406,14 +420,15 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         }
     }
 
-    fn set_vring_base(&mut self, index: u32, base: u32) -> Result<()> {
+    pub fn set_vring_base(&mut self, index: u32, base: u32) -> Result<()> {
         let v = self.vring(index)?;
         // For split rings only the low 16 bits are an index.
         v.base = (base & 0xffff) as u16;
         Ok(())
     }
 
-    fn get_vring_base(&mut self, index: u32) -> Result<VhostUserVringState> {
+    /// Stops the ring and returns where it stopped.
+    pub fn get_vring_base(&mut self, index: u32) -> Result<u32> {
         self.vring(index)?;
         let pair = index as usize / 2;
         self.stop_pair(pair);
@@ -424,12 +439,13 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         // The other ring of the pair may still run.
         let result = self.restart_pair(pair);
         self.publish(true);
-        result.map(|()| VhostUserVringState::new(index, u32::from(base)))
+        result.map(|()| u32::from(base))
     }
 
-    fn set_vring_kick(&mut self, index: u8, file: Option<File>) -> Result<()> {
+    /// `None`: the frontend asks us to poll the ring instead.
+    pub fn set_vring_kick(&mut self, index: u32, file: Option<File>) -> Result<()> {
         let protocol = self.protocol_negotiated();
-        let v = self.vring(u32::from(index))?;
+        let v = self.vring(index)?;
         v.kick = Some(notifier(file, true));
         // The ring starts on its kick descriptor; without PROTOCOL_FEATURES it
         // is enabled right away, with it SET_VRING_ENABLE decides.
@@ -437,32 +453,26 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         if !protocol {
             v.enabled = true;
         }
-        self.changed(u32::from(index))
+        self.changed(index)
     }
 
-    fn set_vring_call(&mut self, index: u8, file: Option<File>) -> Result<()> {
-        let v = self.vring(u32::from(index))?;
+    pub fn set_vring_call(&mut self, index: u32, file: Option<File>) -> Result<()> {
+        let v = self.vring(index)?;
         v.call = notifier(file, false);
         if v.started {
-            self.changed(u32::from(index))
+            self.changed(index)
         } else {
             Ok(())
         }
     }
 
-    fn set_vring_err(&mut self, index: u8, _file: Option<File>) -> Result<()> {
+    pub fn set_vring_err(&mut self, index: u32, _file: Option<File>) -> Result<()> {
         // Errors are counted in the status document; nothing is signalled.
-        self.vring(u32::from(index)).map(|_| ())
+        self.vring(index).map(|_| ())
     }
 
-    fn get_protocol_features(&mut self) -> Result<VhostUserProtocolFeatures> {
-        Ok(VhostUserProtocolFeatures::from_bits_retain(
-            self.port.config.profile.protocol_features,
-        ))
-    }
-
-    fn set_protocol_features(&mut self, features: u64) -> Result<()> {
-        let offered = self.port.config.profile.protocol_features;
+    pub fn set_protocol_features(&mut self, features: u64) -> Result<()> {
+        let offered = self.offered_protocol_features();
         let extra = features & !offered;
         if extra != 0 {
             return Err(refuse(format!(
@@ -476,102 +486,37 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         Ok(())
     }
 
-    fn get_queue_num(&mut self) -> Result<u64> {
-        // Queue pairs, not rings: QEMU compares this with its `queues=` and
-        // refuses to start with more, naming our number.
-        Ok(u64::from(self.port.config.queue_pairs))
+    /// Queue pairs, not rings: QEMU compares this with its `queues=` and
+    /// refuses to start with more, naming our number.
+    pub fn queue_pairs(&self) -> u64 {
+        u64::from(self.port.config.queue_pairs)
     }
 
-    fn set_vring_enable(&mut self, index: u32, enable: bool) -> Result<()> {
+    pub fn set_vring_enable(&mut self, index: u32, enable: bool) -> Result<()> {
         let v = self.vring(index)?;
         v.enabled = enable;
         self.changed(index)
     }
 
-    fn get_config(
-        &mut self,
-        _offset: u32,
-        _size: u32,
-        _flags: VhostUserConfigFlags,
-    ) -> Result<Vec<u8>> {
-        Err(unsupported("GET_CONFIG"))
+    pub fn max_mem_slots(&self) -> u64 {
+        MAX_REGIONS as u64
     }
 
-    fn set_config(
-        &mut self,
-        _offset: u32,
-        _buf: &[u8],
-        _flags: VhostUserConfigFlags,
-    ) -> Result<()> {
-        Err(unsupported("SET_CONFIG"))
-    }
-
-    fn set_gpu_socket(&mut self, _gpu_backend: GpuBackend) -> Result<()> {
-        Err(unsupported("GPU_SET_SOCKET"))
-    }
-
-    fn get_shared_object(&mut self, _uuid: VhostUserSharedMsg) -> Result<File> {
-        Err(unsupported("GET_SHARED_OBJECT"))
-    }
-
-    fn get_inflight_fd(
-        &mut self,
-        _inflight: &VhostUserInflight,
-    ) -> Result<(VhostUserInflight, File)> {
-        Err(unsupported("GET_INFLIGHT_FD"))
-    }
-
-    fn set_inflight_fd(&mut self, _inflight: &VhostUserInflight, _file: File) -> Result<()> {
-        Err(unsupported("SET_INFLIGHT_FD"))
-    }
-
-    fn get_max_mem_slots(&mut self) -> Result<u64> {
-        Ok(MAX_REGIONS as u64)
-    }
-
-    fn add_mem_region(
-        &mut self,
-        region: &VhostUserSingleMemoryRegion,
-        fd: File,
-        _postcopy_listening: Option<bool>,
-    ) -> Result<Option<VhostUserMemoryRegionBase>> {
+    pub fn add_mem_region(&mut self, region: &RegionSpec, file: File) -> Result<()> {
         let current = self.mem.as_deref().cloned().unwrap_or_default();
-        let mem = current
-            .with_region(&region_spec(region), fd)
-            .map_err(|e| refuse(e.to_string()))?;
-        self.replace_memory(mem)?;
-        Ok(None)
-    }
-
-    fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> Result<()> {
-        let current = self.mem.as_deref().cloned().unwrap_or_default();
-        let mem = current
-            .without_region(region.guest_phys_addr, region.memory_size)
-            .map_err(|e| refuse(e.to_string()))?;
+        let mem = current.with_region(region, file)?;
         self.replace_memory(mem)
     }
 
-    fn set_device_state_fd(
-        &mut self,
-        _direction: VhostTransferStateDirection,
-        _phase: VhostTransferStatePhase,
-        _fd: File,
-    ) -> Result<Option<File>> {
-        Err(unsupported("SET_DEVICE_STATE_FD"))
+    pub fn remove_mem_region(&mut self, region: &RegionSpec) -> Result<()> {
+        let current = self.mem.as_deref().cloned().unwrap_or_default();
+        let mem = current.without_region(region.guest_phys_addr, region.memory_size)?;
+        self.replace_memory(mem)
     }
 
-    fn check_device_state(&mut self) -> Result<()> {
-        Err(unsupported("CHECK_DEVICE_STATE"))
-    }
-
-    fn get_shmem_config(&mut self) -> Result<VhostUserShMemConfig> {
-        Err(unsupported("GET_SHMEM_CONFIG"))
-    }
-
-    fn set_log_base(&mut self, log: &VhostUserLog, file: File) -> Result<()> {
+    pub fn set_log_base(&mut self, offset: u64, size: u64, file: File) -> Result<()> {
         let end = self.mem.as_ref().map_or(0, |m| m.end());
-        let mapped = DirtyLog::map(file, log.mmap_offset, log.mmap_size, end)
-            .map_err(|e| refuse(e.to_string()))?;
+        let mapped = DirtyLog::map(file, offset, size, end)?;
         for pair in 0..self.workers.len() {
             self.stop_pair(pair);
         }
@@ -580,7 +525,75 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         self.publish(true);
         result
     }
+
+    /// The channel for requests from us to the frontend. Nothing is sent on
+    /// it yet; it is held so the frontend sees it open for the connection.
+    pub fn set_backend_channel(&mut self, file: File) -> Result<()> {
+        self.backend_channel = Some(UnixStream::from(std::os::fd::OwnedFd::from(file)));
+        Ok(())
+    }
+
+    /// The device status byte (`SET_STATUS`); kept for `GET_STATUS`.
+    pub fn set_status(&mut self, status: u64) -> Result<()> {
+        let byte = u8::try_from(status)
+            .map_err(|_| refuse(format!("device status {status:#x} is wider than a byte")))?;
+        self.device_status = byte;
+        Ok(())
+    }
+
+    pub fn status(&self) -> u64 {
+        u64::from(self.device_status)
+    }
+
+    /// `SEND_RARP`: announces the guest's MAC where its packets go. A failed
+    /// announcement is the network's loss, not the connection's: it is
+    /// logged and the connection carries on.
+    pub fn send_rarp(&mut self, mac: [u8; 6]) -> Result<()> {
+        let shown = mac.map(|b| format!("{b:02x}")).join(":");
+        match &self.port.config.io {
+            PortIo::Tap(tap) => {
+                let header_len = PacketRules::new(self.features.unwrap_or(0)).header_len;
+                let sent = match tap.queues().first() {
+                    Some(queue) => tap::inject(queue.fd(), header_len, &rarp_frame(mac)),
+                    None => Err(std::io::Error::other("the tap has no queue")),
+                };
+                match sent {
+                    Ok(()) => log::info!("announced {shown} on tap {}", tap.name()),
+                    Err(e) => log::warn!("cannot announce {shown} on tap {}: {e}", tap.name()),
+                }
+            }
+            PortIo::Loopback => {
+                log::info!("SEND_RARP for {shown}: the loopback has no network to announce it to")
+            }
+        }
+        Ok(())
+    }
+
+    /// `NET_SET_MTU`: the MTU the frontend gives the guest.
+    pub fn set_mtu(&mut self, mtu: u64) -> Result<()> {
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(refuse(format!(
+                "MTU {mtu} refused: this backend carries MTUs from {MIN_MTU} to {MAX_MTU}"
+            )));
+        }
+        log::info!("the frontend set the guest's MTU to {mtu}");
+        if let PortIo::Tap(tap) = &self.port.config.io {
+            match tap.mtu() {
+                Ok(host) if u64::from(host) < mtu => log::warn!(
+                    "the guest's MTU {mtu} is above tap {}'s {host}: the host drops larger frames",
+                    tap.name()
+                ),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
+
+/// The MTU range `NET_SET_MTU` accepts: IPv4's minimum, and the largest
+/// frame a guest may transmit without segmentation offload.
+const MIN_MTU: u64 = 68;
+const MAX_MTU: u64 = 65_535;
 
 impl Drop for PortHandler {
     fn drop(&mut self) {

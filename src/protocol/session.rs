@@ -5,12 +5,12 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use vhost::vhost_user::{BackendReqHandler, Error as VuError, VhostUserBackendReqHandlerMut};
-
+use super::dispatch::{self, SessionEnd};
 use super::handler::PortHandler;
+use super::wire::WireError;
 use crate::port::Port;
 use crate::shutdown::{Shutdown, Wake};
 
@@ -65,87 +65,22 @@ pub fn dial(path: &Path, port: &Arc<Port>, shutdown: &Shutdown) {
     }
 }
 
-/// `VHOST_USER_SET_VRING_ENABLE`.
-const SET_VRING_ENABLE: u32 = 18;
-
-/// The next message on `stream` if it is SET_VRING_ENABLE, as `(index,
-/// enable)`, left unread for the vhost crate. Frontends send a message in
-/// one write, so it is either all queued or not sent yet.
-fn peek_vring_enable(stream: &UnixStream) -> Option<(u32, bool)> {
-    // Header (request, flags, size) and a vring state (index, num).
-    let mut buf = [0u8; 20];
-    // SAFETY: recv(2) into a buffer we own, within its length. MSG_PEEK
-    // leaves the bytes, and descriptors sent with them, queued.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK,
-        )
-    };
-    if n != buf.len() as isize {
-        return None;
-    }
-    let word = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-    (word(0) == SET_VRING_ENABLE && word(8) == 8).then(|| (word(12), word(16) != 0))
-}
-
 /// Serves one frontend until it disconnects or breaks the protocol.
 fn serve(stream: UnixStream, port: &Arc<Port>, shutdown: &Shutdown) {
     port.connected();
     shutdown.watch(stream.try_clone().ok());
-    let handler = Arc::new(Mutex::new(PortHandler::new(port.clone())));
-    let peek = stream.try_clone().ok();
-    let mut requests = BackendReqHandler::from_stream(stream, handler.clone());
-    loop {
-        let early_enable = peek.as_ref().and_then(peek_vring_enable);
-        match requests.handle_request() {
-            Ok(()) => {}
-            Err(e) if shutdown.requested() => {
-                log::debug!("connection closed for shutdown: {e}");
-                break;
-            }
-            Err(VuError::InactiveFeature(feature)) => match early_enable {
-                // The vhost crate refuses SET_VRING_ENABLE until SET_FEATURES
-                // acked PROTOCOL_FEATURES, but QEMU 7.2's virtio-net sends it
-                // before: when the guest sets features, and again right
-                // before SET_FEATURES when it starts the device (with one
-                // queue pair, the only enables it sends). The crate has read
-                // the whole message and QEMU waits for no reply, so apply it
-                // as peeked.
-                Some((index, enable)) => {
-                    log::debug!("vring {index}: enable={enable} before SET_FEATURES");
-                    let applied = handler
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .set_vring_enable(index, enable);
-                    if let Err(e) = applied {
-                        log::warn!("closing the frontend connection: {e}");
-                        break;
-                    }
-                }
-                None => {
-                    log::warn!(
-                        "closing the frontend connection: a request needs inactive feature {:#x}",
-                        feature.bits()
-                    );
-                    break;
-                }
-            },
-            Err(VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_)) => {
-                log::info!("frontend disconnected");
-                break;
-            }
-            Err(e) => {
-                log::warn!("closing the frontend connection: {e}");
-                break;
-            }
+    let mut handler = PortHandler::new(port.clone());
+    let end = dispatch::serve(&stream, &mut handler);
+    match end {
+        _ if shutdown.requested() => log::debug!("connection closed for shutdown: {end}"),
+        SessionEnd::Wire(WireError::Closed | WireError::Truncated) => {
+            log::info!("frontend disconnected")
         }
+        SessionEnd::Wire(WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+            log::info!("frontend disconnected")
+        }
+        end => log::warn!("closing the frontend connection: {end}"),
     }
     shutdown.watch(None);
-    handler
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .close();
+    handler.close();
 }

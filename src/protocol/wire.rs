@@ -30,10 +30,14 @@ pub enum WireError {
     Truncated,
     #[error("message header with version {version} and flags {flags:#x} (expected version 1)")]
     BadHeader { version: u32, flags: u32 },
-    #[error("request {request} has a {size}-byte body, more than the {MAX_BODY} any request needs")]
+    #[error(
+        "request {request} has a {size}-byte body, more than the {MAX_BODY} any request needs"
+    )]
     Oversized { request: u32, size: u32 },
     #[error("request {request} came with more file descriptors than {MAX_FDS}")]
     TooManyFds { request: u32 },
+    #[error("a message came with more file descriptors than the {MAX_FDS} one may carry")]
+    FdsTruncated,
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
 }
@@ -53,13 +57,18 @@ impl Request {
     }
 }
 
-fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], files: &mut Vec<File>) -> Result<usize, WireError> {
+fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    files: &mut Vec<File>,
+) -> Result<usize, WireError> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) } as usize;
     let mut control = vec![0u8; space];
     // SAFETY: a zeroed msghdr is valid; the fields are set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -95,13 +104,18 @@ fn recv_with_fds(sock: &UnixStream, buf: &mut [u8], files: &mut Vec<File>) -> Re
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(WireError::TooManyFds { request: 0 });
+        return Err(WireError::FdsTruncated);
     }
     Ok(n)
 }
 
 /// Fills `buf` completely; descriptors may come with any part.
-fn recv_exact(sock: &UnixStream, buf: &mut [u8], files: &mut Vec<File>, first: bool) -> Result<(), WireError> {
+fn recv_exact(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    files: &mut Vec<File>,
+    first: bool,
+) -> Result<(), WireError> {
     let mut got = 0;
     while got < buf.len() {
         let n = recv_with_fds(sock, &mut buf[got..], files)?;
@@ -122,7 +136,8 @@ pub fn recv(sock: &UnixStream) -> Result<Request, WireError> {
     let mut header = [0u8; 12];
     let mut files = Vec::new();
     recv_exact(sock, &mut header, &mut files, true)?;
-    let word = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     let (code, flags, size) = (word(0), word(4), word(8));
     if flags & 0x3 != FLAG_VERSION || flags & !FLAGS_KNOWN != 0 || flags & FLAG_REPLY != 0 {
         return Err(WireError::BadHeader {
@@ -131,7 +146,10 @@ pub fn recv(sock: &UnixStream) -> Result<Request, WireError> {
         });
     }
     if size as usize > MAX_BODY {
-        return Err(WireError::Oversized { request: code, size });
+        return Err(WireError::Oversized {
+            request: code,
+            size,
+        });
     }
     let mut body = vec![0u8; size as usize];
     recv_exact(sock, &mut body, &mut files, false)?;
@@ -182,7 +200,10 @@ mod tests {
     use std::io::Write;
 
     fn header(code: u32, flags: u32, size: u32) -> Vec<u8> {
-        [code, flags, size].iter().flat_map(|v| v.to_le_bytes()).collect()
+        [code, flags, size]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
     }
 
     fn send_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) {
@@ -219,7 +240,10 @@ mod tests {
         send_fds(&a, &msg[..7], &[file.as_raw_fd()]);
         (&a).write_all(&msg[7..]).unwrap();
         let r = recv(&b).unwrap();
-        assert_eq!((r.code, r.need_reply(), r.body.len(), r.files.len()), (12, true, 8, 1));
+        assert_eq!(
+            (r.code, r.need_reply(), r.body.len(), r.files.len()),
+            (12, true, 8, 1)
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use support::frontend::frames::{frame_tag, test_frame, ETHERTYPE_EXPERIMENT};
 use support::frontend::{NetDriver, NetSetup, RxLayout, VirtioNetHdr};
 use support::rawsock::RawSocket;
 use support::serve::Serve;
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -159,4 +160,32 @@ fn two_queue_pairs_each_reach_the_tap() {
         vec![0, 1, 0, 1],
         "one transmitted frame per pair"
     );
+}
+
+#[test]
+fn send_rarp_announces_the_guest_mac_on_the_tap() {
+    if !can_create_taps() {
+        return;
+    }
+    let tap = tap_name("rarp");
+    // The OVS 2.6 compatibility mode offers RARP (and withholds REPLY_ACK).
+    let port = Serve::listen(&["--tap", &tap, "--profile", "upstream.ovs-dpdk.v2.6"]);
+    let host = RawSocket::bind(&tap).unwrap();
+    let rarp = VhostUserProtocolFeatures::RARP.bits();
+    let d = NetSetup::new()
+        .features(VERSION_1 | PROTOCOL_FEATURES)
+        .want_protocol_features(rarp)
+        .connect(&port.socket)
+        .unwrap();
+    assert_ne!(d.acked_protocol_features() & rarp, 0);
+    let mac = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
+    let mut body = mac.to_vec();
+    body.resize(8, 0);
+    const SEND_RARP: u32 = 19;
+    d.conn().unwrap().send_raw(SEND_RARP, 1, &body, &[]).unwrap();
+    let frame = host
+        .recv(WAIT, |f| f.len() >= 14 && f[12..14] == [0x80, 0x35])
+        .expect("no RARP frame on the tap");
+    assert_eq!(frame, vhost_compat::datapath::announce::rarp_frame(mac).to_vec());
+    assert!(port.status().connected, "the connection carries on");
 }

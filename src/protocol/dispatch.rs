@@ -312,3 +312,6 @@ fn single_file(req: &mut Request) -> Result<std::fs::File, SessionEnd> {
         .pop()
         .ok_or_else(|| refused(req.code, "expected one file descriptor"))
 }
+
+#[cfg(test)]
+mod tests;

@@ -194,6 +194,32 @@ pub fn reply(sock: &UnixStream, request: u32, body: &[u8]) -> Result<(), WireErr
     Ok(())
 }
 
+/// Test tooling: the frontend side of a message with descriptors.
+#[cfg(test)]
+pub(crate) fn send_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    // SAFETY: zeroed msghdr; fields set below; cmsg writes stay in control.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+        assert!(libc::sendmsg(sock.as_raw_fd(), &msg, 0) >= 0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,30 +230,6 @@ mod tests {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect()
-    }
-
-    fn send_fds(sock: &UnixStream, bytes: &[u8], fds: &[RawFd]) {
-        let mut iov = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        // SAFETY: pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) } as usize;
-        let mut control = vec![0u8; space];
-        // SAFETY: zeroed msghdr; fields set below; cmsg writes stay in control.
-        unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space;
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
-            assert!(libc::sendmsg(sock.as_raw_fd(), &msg, 0) >= 0);
-        }
     }
 
     #[test]

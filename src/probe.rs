@@ -4,8 +4,11 @@
 //!
 //! No device is started: no SET_OWNER, no SET_FEATURES, no memory, no kick.
 //! The largest ring is found by offering ring sizes from 32768 down on fresh
-//! connections until one is acknowledged (a refusal may close the connection,
-//! so each try gets its own).
+//! connections until one is accepted (a refusal may close the connection,
+//! so each try gets its own). With REPLY_ACK the backend says so; without
+//! it, a refusal shows as the backend closing the connection (as DPDK's
+//! vhost library and this backend do), so a question is asked after the
+//! offer and a missing answer read as a refusal.
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -32,7 +35,7 @@ pub struct Probed {
     pub max_mem_slots: Option<u64>,
     /// The virtio-net config space, when it offers CONFIG.
     pub config: Option<Vec<u8>>,
-    /// The largest ring size it acknowledged, when it offers REPLY_ACK.
+    /// The largest ring size it accepted, if it accepted any.
     pub max_queue_size: Option<u16>,
 }
 
@@ -115,6 +118,8 @@ pub fn probe(path: &Path, timeout: Duration) -> Result<Probed, ProbeError> {
         max_queue_size: None,
     };
     if features & (1 << PROTOCOL_FEATURES) == 0 {
+        drop(s);
+        probed.max_queue_size = largest_ring(path, timeout, None)?;
         return Ok(probed);
     }
     let offered = step(
@@ -150,31 +155,42 @@ pub fn probe(path: &Path, timeout: Duration) -> Result<Probed, ProbeError> {
         }
     }
     drop(s);
-    if acked.contains(VhostUserProtocolFeatures::REPLY_ACK) {
-        probed.max_queue_size = largest_ring(path, timeout)?;
-    }
+    probed.max_queue_size = largest_ring(path, timeout, Some(acked))?;
     Ok(probed)
 }
 
-/// The largest power-of-two ring size the backend acknowledges on vring 0.
-fn largest_ring(path: &Path, timeout: Duration) -> Result<Option<u16>, ProbeError> {
+/// The largest power-of-two ring size the backend accepts on vring 0;
+/// `acked` is what to ack of the protocol features, when it has them.
+fn largest_ring(
+    path: &Path,
+    timeout: Duration,
+    acked: Option<VhostUserProtocolFeatures>,
+) -> Result<Option<u16>, ProbeError> {
+    let reply_ack = acked.is_some_and(|a| a.contains(VhostUserProtocolFeatures::REPLY_ACK));
     for shift in (0..=15).rev() {
         let size: u16 = 1 << shift;
         let mut s = open(path, timeout)?;
         // The crate needs the feature answer before protocol requests.
         step(path, "GET_FEATURES", s.frontend.get_features())?;
-        let protocol = step(
-            path,
-            "GET_PROTOCOL_FEATURES",
-            s.frontend.get_protocol_features(),
-        )?;
-        step(
-            path,
-            "SET_PROTOCOL_FEATURES",
-            s.frontend.set_protocol_features(acked_protocol(protocol)),
-        )?;
-        s.frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
-        if s.frontend.set_vring_num(0, size).is_ok() {
+        if let Some(acked) = acked {
+            step(
+                path,
+                "GET_PROTOCOL_FEATURES",
+                s.frontend.get_protocol_features(),
+            )?;
+            step(
+                path,
+                "SET_PROTOCOL_FEATURES",
+                s.frontend.set_protocol_features(acked),
+            )?;
+        }
+        let accepted = if reply_ack {
+            s.frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+            s.frontend.set_vring_num(0, size).is_ok()
+        } else {
+            s.frontend.set_vring_num(0, size).is_ok() && s.frontend.get_features().is_ok()
+        };
+        if accepted {
             return Ok(Some(size));
         }
     }

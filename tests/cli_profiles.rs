@@ -133,7 +133,7 @@ fn a_vendor_table_replaces_the_builtin_one() {
     let path = dir.path().join("vendor.toml");
     std::fs::write(
         &path,
-        "schema = 1\n[[profile]]\nid = \"acme.v1\"\ndescription = \"Acme\"\nfeatures = [\"VERSION_1\", \"RING_PACKED\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
+        "schema = 1\n[[profile]]\nid = \"acme.v1\"\ndescription = \"Acme\"\nfeatures = [\"VERSION_1\", \"ACCESS_PLATFORM\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
     )
     .unwrap();
     let doc = json(&[
@@ -148,7 +148,7 @@ fn a_vendor_table_replaces_the_builtin_one() {
     assert!(profiles[0]["unrunnable_reasons"][0]
         .as_str()
         .unwrap()
-        .starts_with("RING_PACKED (bit 34)"));
+        .starts_with("ACCESS_PLATFORM (bit 33)"));
     assert_eq!(doc["default"], serde_json::Value::Null);
 }
 

@@ -168,7 +168,7 @@ fn baseline_picks_what_every_host_runs_identically() {
         ]),
     );
     // v2 drifted on host b, and v3/v4 inherit from it, so they drift too;
-    // the upstream and DPDK entries do not run on either host.
+    // the upstream and DPDK entries run identically on both.
     let out = run(&[
         "baseline",
         a.to_str().unwrap(),
@@ -178,7 +178,17 @@ fn baseline_picks_what_every_host_runs_identically() {
     assert_eq!(out.status.code(), Some(0));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["profile"], "vhost-compat.v1");
-    assert_eq!(doc["common"], serde_json::json!(["vhost-compat.v1"]));
+    assert_eq!(
+        doc["common"],
+        serde_json::json!([
+            "upstream.ovs-dpdk.v2.6",
+            "upstream.ovs-dpdk.v2.7",
+            "dpdk-18.11",
+            "dpdk-20.11",
+            "dpdk-22.11",
+            "vhost-compat.v1"
+        ])
+    );
 
     let lonely = dir.path().join("lonely.toml");
     std::fs::write(
@@ -307,4 +317,75 @@ fn before_a_driver_negotiates_the_offers_are_compared() {
         .as_str()
         .unwrap()
         .contains("no driver has negotiated yet"));
+}
+
+#[test]
+fn probe_documents_stand_for_either_side() {
+    let dir = tempfile::tempdir().unwrap();
+    // A backend judged only by what it offers: a port of ours, probed.
+    let dpdk_like = Serve::listen(&["--profile", "dpdk-22.11"]);
+    let probe = save(
+        dir.path(),
+        "probe.json",
+        &run(&[
+            "probe",
+            "--json",
+            "--socket",
+            dpdk_like.socket.to_str().unwrap(),
+        ]),
+    );
+    let caps = save(dir.path(), "caps.json", &run(&["capabilities", "--json"]));
+    let verdict = |source: &Path, dest: &Path| {
+        let out = run(&[
+            "check-migration",
+            "--source",
+            source.to_str().unwrap(),
+            "--dest",
+            dest.to_str().unwrap(),
+            "--json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), doc)
+    };
+    // Probe -> host that runs the same profile: compatible.
+    let (code, doc) = verdict(&probe, &caps);
+    assert_eq!(code, Some(0), "{doc}");
+    assert_eq!(doc["profile"], "dpdk-22.11");
+
+    // Probe -> a host whose table lacks it: the offer's id is missing.
+    let ours_only = dir.path().join("ours-only.toml");
+    std::fs::write(
+        &ours_only,
+        "schema = 1\n[[profile]]\nid = \"ours\"\nfeatures = [\"VERSION_1\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
+    )
+    .unwrap();
+    let narrow = save(
+        dir.path(),
+        "narrow.json",
+        &run(&[
+            "capabilities",
+            "--json",
+            "--profiles",
+            ours_only.to_str().unwrap(),
+        ]),
+    );
+    let (code, doc) = verdict(&probe, &narrow);
+    assert_eq!(code, Some(1), "{doc}");
+    assert_eq!(doc["reasons"][0]["code"], "profile-missing");
+
+    // A port's status -> a probed backend as the destination.
+    let source = Serve::listen(&["--profile", "dpdk-22.11"]);
+    let status = save(
+        dir.path(),
+        "status.json",
+        &run(&[
+            "status",
+            "--json",
+            "--control",
+            source.control.to_str().unwrap(),
+        ]),
+    );
+    let (code, doc) = verdict(&status, &probe);
+    assert_eq!(code, Some(0), "{doc}");
 }

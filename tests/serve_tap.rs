@@ -182,10 +182,16 @@ fn send_rarp_announces_the_guest_mac_on_the_tap() {
     let mut body = mac.to_vec();
     body.resize(8, 0);
     const SEND_RARP: u32 = 19;
-    d.conn().unwrap().send_raw(SEND_RARP, 1, &body, &[]).unwrap();
+    d.conn()
+        .unwrap()
+        .send_raw(SEND_RARP, 1, &body, &[])
+        .unwrap();
     let frame = host
         .recv(WAIT, |f| f.len() >= 14 && f[12..14] == [0x80, 0x35])
         .expect("no RARP frame on the tap");
-    assert_eq!(frame, vhost_compat::datapath::announce::rarp_frame(mac).to_vec());
+    assert_eq!(
+        frame,
+        vhost_compat::datapath::announce::rarp_frame(mac).to_vec()
+    );
     assert!(port.status().connected, "the connection carries on");
 }

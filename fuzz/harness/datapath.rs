@@ -1,6 +1,6 @@
 //! Fuzz harness for the packet path: arbitrary descriptor tables, available
-//! rings, indexes, lengths and indirect tables, over guest memory with a
-//! hole, through the loopback and the tap paths.
+//! rings, indexes, lengths and indirect tables, split or packed, over guest
+//! memory with a hole, through the loopback and the tap paths.
 //!
 //! Shared by the libFuzzer target (`fuzz/fuzz_targets/datapath.rs`) and the
 //! test that replays the committed corpus (`tests/fuzz_corpus.rs`).
@@ -11,9 +11,9 @@
 //!   guard pages, so a stray write faults;
 //! - every byte of guest memory that changed lies in a page marked in the
 //!   dirty log (when logging);
-//! - counters add up: each transmit chain taken is counted once, as
-//!   delivered, dropped or malformed, and the loopback delivers exactly what
-//!   it takes.
+//! - counters add up: the loopback delivers exactly what it takes, and (on
+//!   split rings, where the index counts chains) each transmit chain taken
+//!   is counted once, as delivered, dropped or malformed.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use vhost_compat::datapath::loopback;
 use vhost_compat::datapath::packet::PacketRules;
 use vhost_compat::datapath::queue::{Queue, RxQueue};
-use vhost_compat::datapath::ring::{RingLayout, SplitRing};
+use vhost_compat::datapath::ring::{Ring, RingKind, RingLayout};
 use vhost_compat::datapath::stats::QueueCounters;
 use vhost_compat::datapath::tap;
 use vhost_compat::guest::dirty_log::bytes_needed;
@@ -125,6 +125,42 @@ fn fuzzed_ring(g: &Guest, input: &mut Input, base: u64, size: u16) -> RingLayout
     layout
 }
 
+/// Lays a packed ring out at `base`: fuzzed descriptors (with fuzzed
+/// available and used bits, so chains of any shape seem available) and a
+/// fuzzed driver event area.
+fn fuzzed_packed_ring(g: &Guest, input: &mut Input, base: u64, size: u16) -> RingLayout {
+    let n = u64::from(size);
+    let layout = RingLayout {
+        size,
+        desc: base,
+        avail: base + 16 * n,
+        used: base + 16 * n + 4,
+    };
+    for i in 0..n {
+        let mut d = Vec::with_capacity(16);
+        d.extend_from_slice(&input.addr().to_le_bytes());
+        d.extend_from_slice(&input.len().to_le_bytes());
+        d.extend_from_slice(&input.u16().to_le_bytes());
+        let avail_used = match input.byte() % 4 {
+            0 => 1 << 7,
+            1 => 1 << 15,
+            2 => (1 << 7) | (1 << 15),
+            _ => 0,
+        };
+        let flags = u16::from(input.byte() & 7) | avail_used;
+        d.extend_from_slice(&flags.to_le_bytes());
+        g.write(layout.desc + 16 * i, &d);
+    }
+    let event = [input.byte(), input.byte(), input.byte() % 4, 0];
+    g.write(layout.avail, &event);
+    let mut junk = vec![0u8; 512];
+    for b in junk.iter_mut() {
+        *b = input.byte();
+    }
+    g.write(0x8000 + u64::from(input.u16() % 0x7e00), &junk);
+    layout
+}
+
 fn dirty_log(g: &Guest) -> Arc<DirtyLog> {
     let end = g.mem.end();
     let size = bytes_needed(end);
@@ -149,18 +185,32 @@ pub fn run(data: &[u8]) {
     set(&mut features, flags & 16 != 0, 1); // GUEST_CSUM
     let logging = flags & 32 != 0;
     let use_tap = flags & 64 != 0;
+    let kind = if flags & 128 != 0 {
+        RingKind::Packed
+    } else {
+        RingKind::Split
+    };
+    set(&mut features, kind == RingKind::Packed, 34); // RING_PACKED
     let rules = PacketRules::new(features);
     let event_idx = features & (1 << 29) != 0;
 
-    let tx_layout = fuzzed_ring(&g, &mut input, TX_RING, size);
-    let rx_layout = fuzzed_ring(&g, &mut input, RX_RING, size);
+    let (tx_layout, rx_layout) = match kind {
+        RingKind::Split => (
+            fuzzed_ring(&g, &mut input, TX_RING, size),
+            fuzzed_ring(&g, &mut input, RX_RING, size),
+        ),
+        RingKind::Packed => (
+            fuzzed_packed_ring(&g, &mut input, TX_RING, size),
+            fuzzed_packed_ring(&g, &mut input, RX_RING, size),
+        ),
+    };
     let log = logging.then(|| dirty_log(&g));
-    let tx_next = input.u16();
-    let rx_next = input.u16();
+    let tx_base = u32::from(input.u16());
+    let rx_base = u32::from(input.u16());
     let tx_counters = Arc::new(QueueCounters::default());
     let rx_counters = Arc::new(QueueCounters::default());
-    let ring = |layout, next| SplitRing::new(g.mem.clone(), layout, next, event_idx, log.clone());
-    let (Ok(tx_ring), Ok(rx_ring)) = (ring(tx_layout, tx_next), ring(rx_layout, rx_next)) else {
+    let ring = |layout, base| Ring::new(g.mem.clone(), layout, base, kind, event_idx, log.clone());
+    let (Ok(tx_ring), Ok(rx_ring)) = (ring(tx_layout, tx_base), ring(rx_layout, rx_base)) else {
         return;
     };
     let mut tx = Queue::new(tx_ring, None, None, tx_counters.clone());
@@ -190,13 +240,15 @@ pub fn run(data: &[u8]) {
         assert_eq!(r.packets, t.packets, "the loopback delivers what it takes");
     }
 
-    let t = tx_counters.snapshot();
-    let r = rx_counters.snapshot();
-    let taken = tx.ring.next_avail().wrapping_sub(tx_next);
-    // A dropped receive counts once on the receive side for a transmit
-    // chain that was taken.
-    let accounted = t.packets + t.dropped + t.errors + if use_tap { 0 } else { r.dropped };
-    assert_eq!(u64::from(taken), accounted, "tx {t:?} rx {r:?}");
+    if kind == RingKind::Split {
+        let t = tx_counters.snapshot();
+        let r = rx_counters.snapshot();
+        let taken = tx.ring.next_avail().index.wrapping_sub(tx_base as u16);
+        // A dropped receive counts once on the receive side for a transmit
+        // chain that was taken.
+        let accounted = t.packets + t.dropped + t.errors + if use_tap { 0 } else { r.dropped };
+        assert_eq!(u64::from(taken), accounted, "tx {t:?} rx {r:?}");
+    }
 
     if let Some(log) = &log {
         for (&(gpa, _), (old, new)) in REGIONS.iter().zip(before.iter().zip(g.snapshot())) {

@@ -11,18 +11,20 @@ fn origin(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// A destination: a host's capabilities, or a probed backend.
 fn load_host(path: &Path) -> Result<Host, CliError> {
     let text = read_text(path)?;
-    Ok(Host::from_catalog(&read::capabilities(
-        &text,
-        &origin(path),
-    )?))
+    Ok(Host::from_doc(&read::destination(&text, &origin(path))?))
+}
+
+/// A source: a port's status, or a probed backend.
+fn load_source(path: &Path) -> Result<Source, CliError> {
+    let text = read_text(path)?;
+    Ok(Source::from_doc(&read::source(&text, &origin(path))?))
 }
 
 pub fn check_migration(source: &Path, dest: &Path, json: bool) -> Result<ExitCode, CliError> {
-    let text = read_text(source)?;
-    let status = read::status(&text, &origin(source))?;
-    let verdict = gate::check(&Source::from_status(&status), &load_host(dest)?);
+    let verdict = gate::check(&load_source(source)?, &load_host(dest)?);
     if json {
         emit_json(&verdict)?;
     } else {

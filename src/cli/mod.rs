@@ -65,10 +65,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Judge whether a port's guest may migrate to a destination host.
     CheckMigration {
-        /// The source port's `status --json`.
+        /// The source port's `status --json`, or a `probe --json` of the
+        /// source host's backend (another implementation's, say).
         #[arg(long, value_name = "STATUS.json")]
         source: PathBuf,
-        /// The destination host's `capabilities --json`.
+        /// The destination host's `capabilities --json`, or a `probe
+        /// --json` of its backend.
         #[arg(long, value_name = "CAPS.json")]
         dest: PathBuf,
         #[command(flatten)]
@@ -76,7 +78,7 @@ enum Command {
     },
     /// The newest profile every given host can run identically.
     Baseline {
-        /// `capabilities --json` of each host.
+        /// `capabilities --json` (or a backend's `probe --json`) of each host.
         #[arg(value_name = "CAPS.json", required = true)]
         hosts: Vec<PathBuf>,
         #[command(flatten)]

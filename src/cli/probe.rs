@@ -12,7 +12,7 @@ use crate::probe::{self, Probed};
 use crate::profiles::{Profile, ProfileTable};
 use crate::support::Support;
 
-/// Ring size assumed when a backend cannot be asked (no REPLY_ACK): the
+/// Ring size assumed when a backend accepted none it was offered: the
 /// size every virtio driver and QEMU use by default.
 const ASSUMED_RING: u16 = 256;
 
@@ -131,7 +131,9 @@ fn toml_text(doc: &Probe) -> String {
     out.push_str(&format!("max_queue_pairs = {}\n", p.max_queue_pairs));
     out.push_str(&format!("max_queue_size = {}\n", p.max_queue_size));
     if !doc.probe.max_queue_size_probed {
-        out.push_str("# max_queue_size assumed: the backend does not offer REPLY_ACK, so it could not be asked\n");
+        out.push_str(
+            "# max_queue_size assumed: the backend accepted no ring size it was offered\n",
+        );
     }
     out
 }
@@ -164,7 +166,7 @@ fn text(doc: &Probe) -> String {
         if doc.probe.max_queue_size_probed {
             ""
         } else {
-            " (assumed: no REPLY_ACK)"
+            " (assumed: no size was accepted)"
         },
         doc.probe.config.as_deref().unwrap_or("(not offered)"),
         p.id,

@@ -1,4 +1,5 @@
-//! Walking a descriptor chain into host memory segments.
+//! Walking a descriptor chain into host memory segments, for either ring
+//! layout.
 //!
 //! A hostile guest controls every field here, so the walk is bounded by the
 //! ring size (loops end), addresses are translated with bounds checks (no
@@ -6,7 +7,11 @@
 //! negotiated and never nest, and every descriptor must point the way the
 //! queue's direction requires.
 
-use super::ring::{Descriptor, SplitRing, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
+use super::ring::packed::PackedDescriptor;
+use super::ring::{
+    read_words, Descriptor, PackedRing, Position, Ring, SplitRing, DESC_F_INDIRECT, DESC_F_NEXT,
+    DESC_F_WRITE,
+};
 use crate::guest::GuestMemory;
 
 /// Host segments one chain may have. Drivers use a handful (Linux at most
@@ -22,10 +27,17 @@ pub struct Segment {
     pub gpa: u64,
 }
 
-/// The buffers of one chain, in order.
+/// The buffers of one chain, in order, and where it sits in its ring.
 #[derive(Debug, Default)]
 pub struct SegList {
-    pub head: u16,
+    /// The id the used entry carries: the head descriptor of a split chain,
+    /// the buffer id of a packed one.
+    pub id: u16,
+    /// Ring slots the chain occupies (always 1 for a split ring; 0 when a
+    /// packed chain has no end and cannot be returned).
+    pub slots: u16,
+    /// Where the next chain starts.
+    pub next: Position,
     pub segs: Vec<Segment>,
     /// Sum of the segment lengths.
     pub total: u64,
@@ -78,8 +90,32 @@ pub struct WalkRules {
     pub max_bytes: u64,
 }
 
-/// Walks the chain starting at `head` into `out`.
+/// Walks the chain available at `at` (whose head `Ring::head_at` gave) into
+/// `out`. On an error `out` still says where the chain ends, so it can be
+/// returned unused and the next one found.
 pub fn walk(
+    ring: &Ring,
+    mem: &GuestMemory,
+    at: Position,
+    head: u16,
+    rules: WalkRules,
+    out: &mut SegList,
+) -> Result<(), ChainError> {
+    match ring {
+        Ring::Split(r) => {
+            out.id = head;
+            out.slots = 1;
+            out.next = Position {
+                index: at.index.wrapping_add(1),
+                wrap: false,
+            };
+            walk_split(r, mem, head, rules, out)
+        }
+        Ring::Packed(r) => walk_packed(r, mem, at, rules, out),
+    }
+}
+
+fn walk_split(
     ring: &SplitRing,
     mem: &GuestMemory,
     head: u16,
@@ -87,7 +123,6 @@ pub fn walk(
     out: &mut SegList,
 ) -> Result<(), ChainError> {
     out.clear();
-    out.head = head;
     let mut budget = u32::from(ring.size());
     let mut index = head;
     loop {
@@ -107,12 +142,108 @@ pub fn walk(
             }
             return walk_indirect(mem, &desc, ring.size(), rules, out);
         }
-        add_buffer(mem, &desc, rules, out)?;
+        add_buffer(mem, desc.addr, desc.len, desc.flags, rules, out)?;
         if desc.flags & DESC_F_NEXT == 0 {
             return Ok(());
         }
         index = desc.next;
     }
+}
+
+/// A packed chain is the run of consecutive slots up to the first without
+/// NEXT, whose buffer id names the chain. After an error the run is still
+/// followed to its end, so the chain can be returned.
+fn walk_packed(
+    ring: &PackedRing,
+    mem: &GuestMemory,
+    at: Position,
+    rules: WalkRules,
+    out: &mut SegList,
+) -> Result<(), ChainError> {
+    out.clear();
+    let size = ring.size();
+    let mut pos = at;
+    let mut slots = 0u16;
+    let mut failed = None;
+    loop {
+        if slots == size {
+            ring.mark_broken();
+            out.slots = 0;
+            out.next = at;
+            return Err(ChainError::TooLong);
+        }
+        let desc = ring.descriptor(pos.index);
+        slots += 1;
+        pos = pos.advanced(1, size);
+        if failed.is_none() {
+            let added = if desc.flags & DESC_F_INDIRECT != 0 {
+                if !rules.indirect {
+                    Err(ChainError::IndirectNotNegotiated)
+                } else if desc.flags & DESC_F_NEXT != 0 {
+                    Err(ChainError::IndirectWithNext)
+                } else {
+                    walk_packed_indirect(mem, &desc, size, rules, out)
+                }
+            } else {
+                add_buffer(mem, desc.addr, desc.len, desc.flags, rules, out)
+            };
+            failed = added.err();
+        }
+        if desc.flags & DESC_F_NEXT == 0 {
+            out.id = desc.id;
+            out.slots = slots;
+            out.next = pos;
+            return failed.map_or(Ok(()), Err);
+        }
+    }
+}
+
+/// Checks that an indirect table lies wholly in guest memory and has a
+/// sane length; returns its entry count.
+fn check_table(mem: &GuestMemory, addr: u64, len: u32, ring_size: u16) -> Result<u32, ChainError> {
+    let count = len / 16;
+    if len == 0 || len % 16 != 0 || count > u32::from(ring_size) {
+        return Err(ChainError::BadIndirectLength(len));
+    }
+    let bad = ChainError::BadAddress { addr, len };
+    // The whole table must be guest memory, not just the entries followed.
+    let mut gpa = addr;
+    let mut left = u64::from(len);
+    while left > 0 {
+        let (_, got) = mem.piece(gpa, left).ok_or(bad)?;
+        left -= got;
+        gpa = gpa.checked_add(got).ok_or(bad)?;
+    }
+    Ok(count)
+}
+
+/// The host address of entry `i` of an indirect table checked by
+/// `check_table`.
+fn table_entry(mem: &GuestMemory, addr: u64, len: u32, i: u32) -> Result<*const u8, ChainError> {
+    let bad = ChainError::BadAddress { addr, len };
+    let gpa = addr.checked_add(16 * u64::from(i)).ok_or(bad)?;
+    mem.slice(gpa, 16).map(|p| p as *const u8).ok_or(bad)
+}
+
+/// A packed indirect table: its entries in order, all of them; only their
+/// WRITE flag counts.
+fn walk_packed_indirect(
+    mem: &GuestMemory,
+    table: &PackedDescriptor,
+    ring_size: u16,
+    rules: WalkRules,
+    out: &mut SegList,
+) -> Result<(), ChainError> {
+    let count = check_table(mem, table.addr, table.len, ring_size)?;
+    for i in 0..count {
+        let ptr = table_entry(mem, table.addr, table.len, i)?;
+        // SAFETY: table_entry checked 16 bytes at ptr lie in guest memory.
+        let (addr, rest) = unsafe { read_words(ptr) };
+        let len = rest as u32;
+        let flags = ((rest >> 48) as u16) & DESC_F_WRITE;
+        add_buffer(mem, addr, len, flags, rules, out)?;
+    }
+    Ok(())
 }
 
 fn walk_indirect(
@@ -122,35 +253,10 @@ fn walk_indirect(
     rules: WalkRules,
     out: &mut SegList,
 ) -> Result<(), ChainError> {
-    let count = table.len / 16;
-    if table.len == 0 || table.len % 16 != 0 || count > u32::from(ring_size) {
-        return Err(ChainError::BadIndirectLength(table.len));
-    }
-    let bad = ChainError::BadAddress {
-        addr: table.addr,
-        len: table.len,
-    };
-    // The whole table must be guest memory, not just the entries followed.
-    let mut gpa = table.addr;
-    let mut left = u64::from(table.len);
-    while left > 0 {
-        let (_, got) = mem.piece(gpa, left).ok_or(bad)?;
-        left -= got;
-        gpa = gpa.checked_add(got).ok_or(bad)?;
-    }
+    let count = check_table(mem, table.addr, table.len, ring_size)?;
     let read = |i: u32| -> Result<Descriptor, ChainError> {
-        let gpa = table
-            .addr
-            .checked_add(16 * u64::from(i))
-            .ok_or(ChainError::BadAddress {
-                addr: table.addr,
-                len: table.len,
-            })?;
-        let ptr = mem.slice(gpa, 16).ok_or(ChainError::BadAddress {
-            addr: table.addr,
-            len: table.len,
-        })?;
-        // SAFETY: slice() checked 16 bytes at ptr lie in guest memory.
+        let ptr = table_entry(mem, table.addr, table.len, i)?;
+        // SAFETY: table_entry checked 16 bytes at ptr lie in guest memory.
         Ok(unsafe { Descriptor::read(ptr) })
     };
     let mut budget = count;
@@ -164,7 +270,7 @@ fn walk_indirect(
         if desc.flags & DESC_F_INDIRECT != 0 {
             return Err(ChainError::NestedIndirect);
         }
-        add_buffer(mem, &desc, rules, out)?;
+        add_buffer(mem, desc.addr, desc.len, desc.flags, rules, out)?;
         if desc.flags & DESC_F_NEXT == 0 {
             return Ok(());
         }
@@ -177,24 +283,23 @@ fn walk_indirect(
 
 fn add_buffer(
     mem: &GuestMemory,
-    desc: &Descriptor,
+    addr: u64,
+    len: u32,
+    flags: u16,
     rules: WalkRules,
     out: &mut SegList,
 ) -> Result<(), ChainError> {
-    let writable = desc.flags & DESC_F_WRITE != 0;
+    let writable = flags & DESC_F_WRITE != 0;
     if writable != rules.writable {
         return Err(ChainError::WrongDirection { writable });
     }
-    let bad = ChainError::BadAddress {
-        addr: desc.addr,
-        len: desc.len,
-    };
-    out.total += u64::from(desc.len);
+    let bad = ChainError::BadAddress { addr, len };
+    out.total += u64::from(len);
     if out.total > rules.max_bytes {
         return Err(ChainError::TooBig(rules.max_bytes));
     }
-    let mut gpa = desc.addr;
-    let mut remaining = u64::from(desc.len);
+    let mut gpa = addr;
+    let mut remaining = u64::from(len);
     while remaining > 0 {
         if out.segs.len() == MAX_SEGMENTS {
             return Err(ChainError::TooManySegments);

@@ -185,9 +185,9 @@ mod tests {
             .collect();
         let total = segs.iter().map(|s| u64::from(s.len)).sum();
         SegList {
-            head: 0,
             segs,
             total,
+            ..SegList::default()
         }
     }
 

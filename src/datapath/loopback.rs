@@ -32,7 +32,6 @@ const PREFETCH_AHEAD: usize = 4;
 /// once warmed up.
 #[derive(Default)]
 pub struct Scratch {
-    heads: Vec<u16>,
     chains: Vec<SegList>,
     /// Whether each chain of the burst walked cleanly (the reason a chain
     /// did not is logged as it is walked).
@@ -75,7 +74,6 @@ pub fn forward(
                 prefetch_packet(rx, &scratch.chains[i + PREFETCH_AHEAD], PREFETCH_AHEAD);
             }
             let chain = &scratch.chains[i];
-            let head = scratch.heads[i];
             if deliver(
                 tx,
                 rx,
@@ -83,7 +81,6 @@ pub fn forward(
                 log,
                 rules,
                 chain,
-                head,
                 scratch.walked[i],
                 &mut scratch.lens,
             ) == Delivery::Starved
@@ -91,7 +88,6 @@ pub fn forward(
                 // Leave this packet and the rest of the burst in the guest's
                 // transmit ring until the guest gives us receive buffers:
                 // nothing is lost.
-                tx.ring.unpop((taken - i) as u16);
                 batch.starved = true;
                 break;
             }
@@ -112,9 +108,10 @@ pub fn forward(
     batch
 }
 
-/// Takes up to `want` transmit chains and walks them, with the descriptors,
-/// the packets' first bytes and as many receive chains hinted to the cache
-/// up front. Returns how many were taken.
+/// Walks up to `want` available transmit chains (without taking them yet),
+/// with their descriptors, as many receive chains' and the used entries
+/// hinted to the cache up front, and makes receive chains ready for them.
+/// Returns how many were walked.
 fn take_burst(
     tx: &mut Queue,
     rx: &mut RxQueue,
@@ -123,26 +120,20 @@ fn take_burst(
     scratch: &mut Scratch,
     want: usize,
 ) -> usize {
-    scratch.heads.clear();
-    for k in 0..want {
-        // k < BURST, far below u16::MAX
-        let Some(head) = tx.ring.peek(k as u16) else {
-            break;
-        };
-        tx.ring.prefetch_descriptor(head);
-        scratch.heads.push(head);
-    }
-    let taken = scratch.heads.len();
-    tx.ring.consume(taken as u16);
-    rx.hint_ahead(taken);
-    tx.ring.prefetch_used(taken);
-    rx.queue.ring.prefetch_used(taken);
-    if scratch.chains.len() < taken {
-        scratch.chains.resize_with(taken, SegList::default);
+    let mut at = tx.ring.next_avail();
+    tx.ring.prefetch_chains(at, want);
+    rx.hint_ahead(want);
+    tx.ring.prefetch_used(want);
+    rx.queue.ring.prefetch_used(want);
+    if scratch.chains.len() < want {
+        scratch.chains.resize_with(want, SegList::default);
     }
     scratch.walked.clear();
-    for (chain, &head) in scratch.chains.iter_mut().zip(&scratch.heads) {
-        let ok = match walk(&tx.ring, mem, head, rules.tx_walk(), chain) {
+    for chain in scratch.chains.iter_mut().take(want) {
+        let Some(head) = tx.ring.head_at(at) else {
+            break;
+        };
+        let ok = match walk(&tx.ring, mem, at, head, rules.tx_walk(), chain) {
             Ok(()) => true,
             Err(e) => {
                 log::debug!("transmit chain {head}: {e}");
@@ -150,7 +141,9 @@ fn take_burst(
             }
         };
         scratch.walked.push(ok);
+        at = chain.next;
     }
+    let taken = scratch.walked.len();
     rx.walk_ahead(mem, taken);
     taken
 }
@@ -179,27 +172,28 @@ fn deliver(
     log: Option<&DirtyLog>,
     rules: &PacketRules,
     chain: &SegList,
-    head: u16,
     walked: bool,
     lens: &mut Vec<u32>,
 ) -> Delivery {
     if !walked {
-        reject(tx, head);
+        reject(tx, chain);
         return Delivery::Done;
     }
     if chain.total < rules.header_len as u64 {
         log::debug!(
-            "transmit chain {head}: {} bytes, shorter than the header",
+            "transmit chain {}: {} bytes, shorter than the header",
+            chain.id,
             chain.total
         );
-        reject(tx, head);
+        reject(tx, chain);
         return Delivery::Done;
     }
     let mut header = [0u8; HEADER_LEN];
     read_bytes(chain, 0, &mut header[..rules.header_len]);
     if let Err(why) = deliverable(&NetHeader::parse(&header), rules.features) {
-        log::debug!("transmit chain {head}: dropped: {why}");
-        tx.ring.push_used(head, 0);
+        log::debug!("transmit chain {}: dropped: {why}", chain.id);
+        tx.ring.take(chain.next);
+        tx.ring.push_used(chain, 0);
         tx.tally.dropped += 1;
         return Delivery::Done;
     }
@@ -208,7 +202,8 @@ fn deliver(
         Placement::Fits(n) => n,
         Placement::Starved => return Delivery::Starved,
         Placement::TooBig => {
-            tx.ring.push_used(head, 0);
+            tx.ring.take(chain.next);
+            tx.ring.push_used(chain, 0);
             rx.queue.tally.dropped += 1;
             return Delivery::Done;
         }
@@ -232,7 +227,8 @@ fn deliver(
         src_offset += bytes;
     }
     rx.complete(lens);
-    tx.ring.push_used(head, 0);
+    tx.ring.take(chain.next);
+    tx.ring.push_used(chain, 0);
     let frame = len - header_len;
     tx.tally.packets += 1;
     tx.tally.bytes += frame;
@@ -242,9 +238,10 @@ fn deliver(
 }
 
 /// Returns a malformed transmit chain to the guest unprocessed.
-fn reject(tx: &mut Queue, head: u16) {
-    if head < tx.ring.size() {
-        tx.ring.push_used(head, 0);
+fn reject(tx: &mut Queue, chain: &SegList) {
+    tx.ring.take(chain.next);
+    if tx.ring.can_return(chain) {
+        tx.ring.push_used(chain, 0);
     }
     tx.tally.errors += 1;
 }

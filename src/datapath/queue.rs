@@ -7,12 +7,12 @@ use std::sync::Arc;
 use super::chain::{walk, SegList, WalkRules};
 use super::notifier::Notifier;
 use super::prefetch::prefetch_chain;
-use super::ring::SplitRing;
+use super::ring::{Position, Ring};
 use super::stats::{QueueCounters, Tally};
 use crate::guest::GuestMemory;
 
 pub struct Queue {
-    pub ring: SplitRing,
+    pub ring: Ring,
     pub kick: Option<Arc<Notifier>>,
     pub call: Option<Arc<Notifier>>,
     counters: Arc<QueueCounters>,
@@ -21,7 +21,7 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(
-        ring: SplitRing,
+        ring: Ring,
         kick: Option<Arc<Notifier>>,
         call: Option<Arc<Notifier>>,
         counters: Arc<QueueCounters>,
@@ -100,9 +100,11 @@ impl RxQueue {
         &self.ready
     }
 
-    /// Whether any receive buffer is known or available.
-    pub fn has_buffers(&mut self) -> bool {
-        !self.ready.is_empty() || self.queue.ring.pending() > 0
+    /// Where the first chain not yet walked starts.
+    fn unwalked(&self) -> Position {
+        self.ready
+            .back()
+            .map_or_else(|| self.queue.ring.next_avail(), |c| c.next)
     }
 
     /// Walks available chains until `want` bytes (or, if `one`, a single
@@ -114,12 +116,9 @@ impl RxQueue {
     /// Hints the descriptors of the chains that would make `count` ready,
     /// so a later `walk_ahead` finds them in cache.
     pub fn hint_ahead(&mut self, count: usize) {
-        for k in self.ready.len()..count {
-            let Some(head) = u16::try_from(k).ok().and_then(|k| self.queue.ring.peek(k)) else {
-                break;
-            };
-            self.queue.ring.prefetch_descriptor(head);
-        }
+        let from = self.unwalked();
+        let more = count.saturating_sub(self.ready.len());
+        self.queue.ring.prefetch_chains(from, more);
     }
 
     /// Makes up to `count` chains ready.
@@ -143,31 +142,32 @@ impl RxQueue {
             if done(self) {
                 return;
             }
-            let Ok(k) = u16::try_from(self.ready.len()) else {
-                return;
-            };
-            let Some(head) = self.queue.ring.peek(k) else {
+            let at = self.unwalked();
+            let Some(head) = self.queue.ring.head_at(at) else {
                 return;
             };
             let mut list = self.spare.pop().unwrap_or_default();
-            let walked = walk(&self.queue.ring, mem, head, self.rules, &mut list);
+            let walked = walk(&self.queue.ring, mem, at, head, self.rules, &mut list);
             match walked {
                 Ok(()) if list.total >= self.header_len => {
                     self.capacity += list.total;
                     self.ready.push_back(list);
                 }
                 bad => {
-                    self.spare.push(list);
-                    if k != 0 {
+                    if !self.ready.is_empty() {
+                        self.spare.push(list);
                         return;
                     }
                     match bad {
                         Err(e) => log::debug!("receive chain {head}: {e}"),
                         Ok(()) => log::debug!("receive chain {head} too short for a header"),
                     }
-                    self.queue.ring.consume(1);
-                    self.queue.ring.push_used(head, 0);
+                    self.queue.ring.take(list.next);
+                    if self.queue.ring.can_return(&list) {
+                        self.queue.ring.push_used(&list, 0);
+                    }
                     self.queue.tally.errors += 1;
+                    self.spare.push(list);
                 }
             }
         }
@@ -200,8 +200,8 @@ impl RxQueue {
                 return;
             };
             self.capacity -= chain.total;
-            self.queue.ring.consume(1);
-            self.queue.ring.push_used(chain.head, len);
+            self.queue.ring.take(chain.next);
+            self.queue.ring.push_used(&chain, len);
             self.spare.push(chain);
         }
     }

@@ -1,27 +1,37 @@
-//! The device side of a split virtqueue, over cached host pointers.
+//! The device side of a virtqueue, split or packed, over cached host
+//! pointers.
 //!
-//! The three ring areas are translated once when the ring starts (each must
-//! lie in one memory region), so the packet path touches ring memory with
-//! plain loads and stores: no per-access lookup, no lock. Index fields are
-//! accessed atomically with the orderings the virtio memory model asks for;
-//! descriptors are read once into a local copy before they are validated, so
-//! a guest rewriting them concurrently cannot change what was checked.
+//! A ring's areas are translated once when the ring starts (each must lie in
+//! one memory region), so the packet path touches ring memory with plain
+//! loads and stores: no per-access lookup, no lock. Fields the guest writes
+//! concurrently are read atomically with the orderings the virtio memory
+//! model asks for; descriptors are read once into a local copy before they
+//! are validated, so a guest rewriting them cannot change what was checked.
 //!
-//! Every write to guest memory is marked in the dirty log when one is active.
+//! The rest of the packet path sees one interface for both layouts: chains
+//! start at a [`Position`], are walked into a [`SegList`](super::chain::SegList)
+//! that records where the next one starts, are taken in ring order, and are
+//! returned with `push_used`. Every write to guest memory is marked in the
+//! dirty log when one is active.
 
-use std::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, Ordering};
+pub mod packed;
+pub mod split;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::prefetch::{prefetch, prefetch_for_write};
+use super::chain::SegList;
 use crate::guest::{DirtyLog, GuestMemory};
+pub use packed::PackedRing;
+pub use split::SplitRing;
 
 pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
 pub const DESC_F_INDIRECT: u16 = 4;
-const USED_F_NO_NOTIFY: u16 = 1;
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
-/// Where a ring lives in guest-physical memory.
+/// Where a ring lives in guest-physical memory. For a packed ring `avail`
+/// is the driver event suppression area and `used` the device's, as
+/// vhost-user passes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingLayout {
     pub size: u16,
@@ -30,10 +40,21 @@ pub struct RingLayout {
     pub used: u64,
 }
 
+/// The two virtqueue layouts of the virtio specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingKind {
+    Split,
+    Packed,
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RingError {
     #[error("ring size {0} is not a power of two from 1 to 32768")]
     BadSize(u16),
+    #[error("packed ring size {0} is not from 1 to 32768")]
+    BadPackedSize(u16),
+    #[error("ring base {base:#x} points past the end of a {size}-entry ring")]
+    BadBase { base: u32, size: u16 },
     #[error("{what} at guest address {gpa:#x} is not {align}-byte aligned")]
     Misaligned {
         what: &'static str,
@@ -48,7 +69,37 @@ pub enum RingError {
     },
 }
 
-/// One descriptor, as read from guest memory.
+/// Where a chain starts. Split rings count positions in the available ring,
+/// free-running; packed rings use the descriptor slot and the wrap counter
+/// the driver's flags must match there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub index: u16,
+    pub wrap: bool,
+}
+
+impl Position {
+    /// The position `n` slots on in a packed ring of `size` slots.
+    #[inline]
+    pub fn advanced(self, n: u16, size: u16) -> Position {
+        // index < size <= 32768 and n <= size, so the sum fits a u32 and
+        // wraps at most once.
+        let sum = u32::from(self.index) + u32::from(n);
+        if sum >= u32::from(size) {
+            Position {
+                index: (sum - u32::from(size)) as u16,
+                wrap: !self.wrap,
+            }
+        } else {
+            Position {
+                index: sum as u16,
+                wrap: self.wrap,
+            }
+        }
+    }
+}
+
+/// One split-layout descriptor, as read from guest memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Descriptor {
@@ -58,35 +109,45 @@ pub struct Descriptor {
     pub next: u16,
 }
 
+/// Reads the two little-endian words of a 16-byte descriptor.
+///
+/// # Safety
+/// `ptr` must point to 16 readable bytes.
+#[inline]
+pub unsafe fn read_words(ptr: *const u8) -> (u64, u64) {
+    let (lo, hi) = if ptr as usize % 8 == 0 {
+        // SAFETY: 16 readable, 8-aligned bytes; atomic loads because the
+        // guest may write them concurrently, and so that each field is read
+        // exactly once.
+        unsafe {
+            let words = ptr as *const AtomicU64;
+            (
+                (*words).load(Ordering::Relaxed),
+                (*words.add(1)).load(Ordering::Relaxed),
+            )
+        }
+    } else {
+        // An indirect table may sit anywhere the guest put it.
+        // SAFETY: 16 readable bytes; volatile for the same reason.
+        let raw = unsafe { std::ptr::read_volatile(ptr as *const [u8; 16]) };
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&raw[..8]);
+        hi.copy_from_slice(&raw[8..]);
+        (u64::from_ne_bytes(lo), u64::from_ne_bytes(hi))
+    };
+    (u64::from_le(lo), u64::from_le(hi))
+}
+
 impl Descriptor {
-    /// Reads a descriptor at a host address.
+    /// Reads a split-layout descriptor at a host address.
     ///
     /// # Safety
     /// `ptr` must point to 16 readable bytes.
     #[inline]
     pub unsafe fn read(ptr: *const u8) -> Self {
-        let (lo, hi) = if ptr as usize % 8 == 0 {
-            // SAFETY: 16 readable, 8-aligned bytes; atomic loads because the
-            // guest may write them concurrently, and so that each field is
-            // read exactly once.
-            unsafe {
-                let words = ptr as *const AtomicU64;
-                (
-                    (*words).load(Ordering::Relaxed),
-                    (*words.add(1)).load(Ordering::Relaxed),
-                )
-            }
-        } else {
-            // An indirect table may sit anywhere the guest put it.
-            // SAFETY: 16 readable bytes; volatile for the same reason.
-            let raw = unsafe { std::ptr::read_volatile(ptr as *const [u8; 16]) };
-            let mut lo = [0u8; 8];
-            let mut hi = [0u8; 8];
-            lo.copy_from_slice(&raw[..8]);
-            hi.copy_from_slice(&raw[8..]);
-            (u64::from_ne_bytes(lo), u64::from_ne_bytes(hi))
-        };
-        let (lo, hi) = (u64::from_le(lo), u64::from_le(hi));
+        // SAFETY: the caller's guarantee.
+        let (lo, hi) = unsafe { read_words(ptr) };
         Descriptor {
             addr: lo,
             len: hi as u32,
@@ -102,30 +163,7 @@ pub fn need_event(event: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
-pub struct SplitRing {
-    layout: RingLayout,
-    mask: u16,
-    desc: *const u8,
-    avail: *const u8,
-    used: *mut u8,
-    event_idx: bool,
-    next_avail: u16,
-    /// The avail index last read from the guest.
-    avail_seen: u16,
-    next_used: u16,
-    published_used: u16,
-    last_signalled: Option<u16>,
-    /// Entries were published that no interrupt check has looked at yet.
-    unchecked: bool,
-    broken: bool,
-    log: Option<Arc<DirtyLog>>,
-    _mem: Arc<GuestMemory>,
-}
-
-// SAFETY: the raw pointers point into `_mem`, which the ring keeps alive; a
-// ring is used by one worker thread at a time.
-unsafe impl Send for SplitRing {}
-
+/// Translates one ring area, checking its alignment.
 fn check_area(
     mem: &GuestMemory,
     what: &'static str,
@@ -140,281 +178,187 @@ fn check_area(
         .ok_or(RingError::OutsideMemory { what, gpa, len })
 }
 
-impl SplitRing {
-    /// Checks the layout against guest memory and starts the ring at
-    /// `next_avail`; the used index is read back from guest memory, where
-    /// the previous owner of the ring left it.
+/// A started virtqueue of either layout.
+pub enum Ring {
+    Split(SplitRing),
+    Packed(PackedRing),
+}
+
+impl Ring {
+    /// Checks the layout against guest memory and starts the ring where
+    /// `base` (as `SET_VRING_BASE` gave it) says.
     pub fn new(
         mem: Arc<GuestMemory>,
         layout: RingLayout,
-        next_avail: u16,
+        base: u32,
+        kind: RingKind,
         event_idx: bool,
         log: Option<Arc<DirtyLog>>,
     ) -> Result<Self, RingError> {
-        let size = layout.size;
-        if size == 0 || size > 32768 || !size.is_power_of_two() {
-            return Err(RingError::BadSize(size));
-        }
-        let n = u64::from(size);
-        let tail = if event_idx { 2 } else { 0 };
-        let desc = check_area(&mem, "descriptor table", layout.desc, 16 * n, 16)?;
-        let avail = check_area(&mem, "available ring", layout.avail, 4 + 2 * n + tail, 2)?;
-        let used = check_area(&mem, "used ring", layout.used, 4 + 8 * n + tail, 4)?;
-        let mut ring = SplitRing {
-            layout,
-            mask: size - 1,
-            desc,
-            avail,
-            used,
-            event_idx,
-            next_avail,
-            avail_seen: next_avail,
-            next_used: 0,
-            published_used: 0,
-            last_signalled: None,
-            unchecked: false,
-            broken: false,
-            log,
-            _mem: mem,
-        };
-        let used_idx = u16::from_le(ring.used_idx().load(Ordering::Acquire));
-        ring.next_used = used_idx;
-        ring.published_used = used_idx;
-        Ok(ring)
+        Ok(match kind {
+            // Split rings keep only the low 16 bits: the avail index.
+            RingKind::Split => Ring::Split(SplitRing::new(
+                mem,
+                layout,
+                (base & 0xffff) as u16,
+                event_idx,
+                log,
+            )?),
+            RingKind::Packed => Ring::Packed(PackedRing::new(mem, layout, base, event_idx, log)?),
+        })
     }
 
     pub fn layout(&self) -> RingLayout {
-        self.layout
+        match self {
+            Ring::Split(r) => r.layout(),
+            Ring::Packed(r) => r.layout(),
+        }
     }
 
     pub fn size(&self) -> u16 {
-        self.layout.size
+        self.layout().size
     }
 
-    pub fn next_avail(&self) -> u16 {
-        self.next_avail
+    /// Where the ring stands, as `GET_VRING_BASE` reports it.
+    pub fn base(&self) -> u32 {
+        match self {
+            Ring::Split(r) => u32::from(r.next_avail()),
+            Ring::Packed(r) => r.base(),
+        }
     }
 
-    /// Set once the guest published an impossible index; the ring is then
-    /// left alone until the frontend restarts it.
+    /// Set once the guest did something impossible; the ring is then left
+    /// alone until the frontend restarts it.
     pub fn is_broken(&self) -> bool {
-        self.broken
-    }
-
-    #[inline]
-    fn u16_at(&self, base: *const u8, offset: usize) -> &AtomicU16 {
-        // SAFETY: every offset used is inside the area checked in `new`, and
-        // the areas are at least 2-byte aligned.
-        unsafe { &*(base.add(offset) as *const AtomicU16) }
-    }
-
-    #[inline]
-    fn used_idx(&self) -> &AtomicU16 {
-        self.u16_at(self.used, 2)
-    }
-
-    #[inline]
-    fn mark(&self, offset: u64, len: u64) {
-        if let Some(log) = &self.log {
-            log.mark(self.layout.used + offset, len);
+        match self {
+            Ring::Split(r) => r.is_broken(),
+            Ring::Packed(r) => r.is_broken(),
         }
     }
 
-    /// Re-reads the guest's available index; returns how many buffers are
-    /// available and not yet taken.
-    fn refresh(&mut self) -> u16 {
-        if self.broken {
-            return 0;
-        }
-        self.avail_seen = u16::from_le(self.u16_at(self.avail, 2).load(Ordering::Acquire));
-        let pending = self.avail_seen.wrapping_sub(self.next_avail);
-        if pending > self.layout.size {
-            log::warn!(
-                "ring at {:#x}: the guest moved the available index {pending} entries \
-                 ahead of {}; ring stopped until restarted",
-                self.layout.desc,
-                self.next_avail
-            );
-            self.broken = true;
-            return 0;
-        }
-        pending
-    }
-
-    /// How many buffers the guest has made available and we have not taken.
+    /// Where the first chain not yet taken starts.
     #[inline]
-    pub fn pending(&mut self) -> u16 {
-        match self.avail_seen.wrapping_sub(self.next_avail) {
-            0 => self.refresh(),
-            cached => cached,
+    pub fn next_avail(&self) -> Position {
+        match self {
+            Ring::Split(r) => Position {
+                index: r.next_avail(),
+                wrap: false,
+            },
+            Ring::Packed(r) => r.next_avail(),
         }
     }
 
-    /// The head of the `k`-th available chain not yet taken, without taking
-    /// it. The head may be out of range; the chain walker rejects it.
+    /// The head of the chain available at `at` (the start of the next chain
+    /// not yet taken, or the end of one walked after it), if the guest has
+    /// made one available there. A split head may be out of range; the
+    /// chain walker rejects it.
     #[inline]
-    pub fn peek(&mut self, k: u16) -> Option<u16> {
-        if self.broken {
-            return None;
+    pub fn head_at(&mut self, at: Position) -> Option<u16> {
+        match self {
+            Ring::Split(r) => r.peek(at.index.wrapping_sub(r.next_avail())),
+            Ring::Packed(r) => r.available_at(at).then_some(at.index),
         }
-        if self.avail_seen.wrapping_sub(self.next_avail) <= k && self.refresh() <= k {
-            return None;
+    }
+
+    /// Hints the descriptors of up to `count` chains from `from` to the
+    /// cache.
+    #[inline]
+    pub fn prefetch_chains(&mut self, from: Position, count: usize) {
+        match self {
+            Ring::Split(r) => {
+                let k0 = from.index.wrapping_sub(r.next_avail());
+                for k in 0..count {
+                    // k < count <= a burst, far below u16::MAX
+                    match r.peek(k0.wrapping_add(k as u16)) {
+                        Some(head) => r.prefetch_descriptor(head),
+                        None => break,
+                    }
+                }
+            }
+            Ring::Packed(r) => r.prefetch_slots(from, count),
         }
-        let slot = usize::from(self.next_avail.wrapping_add(k) & self.mask);
-        let head = self
-            .u16_at(self.avail, 4 + 2 * slot)
-            .load(Ordering::Relaxed);
-        Some(u16::from_le(head))
     }
 
-    /// Takes `count` chains that `peek` showed.
+    /// Takes every chain before `next` (the `next` of the last chain walked).
     #[inline]
-    pub fn consume(&mut self, count: u16) {
-        self.next_avail = self.next_avail.wrapping_add(count);
-    }
-
-    /// Takes the next available chain head, if any.
-    #[inline]
-    pub fn pop(&mut self) -> Option<u16> {
-        let head = self.peek(0)?;
-        self.consume(1);
-        Some(head)
-    }
-
-    /// Gives back the last `count` heads taken and not yet used, so they are
-    /// taken again later (a packet that could not be delivered yet).
-    #[inline]
-    pub fn unpop(&mut self, count: u16) {
-        self.next_avail = self.next_avail.wrapping_sub(count);
-    }
-
-    /// The descriptor at `index` of the ring's own table.
-    #[inline]
-    pub fn descriptor(&self, index: u16) -> Option<Descriptor> {
-        if index > self.mask {
-            return None;
+    pub fn take(&mut self, next: Position) {
+        match self {
+            Ring::Split(r) => r.consume(next.index.wrapping_sub(r.next_avail())),
+            Ring::Packed(r) => r.take(next),
         }
-        // SAFETY: index < size, and the table holds `size` descriptors.
-        Some(unsafe { Descriptor::read(self.desc.add(16 * usize::from(index))) })
     }
 
-    /// Hints that the descriptor at `index` is about to be read.
+    /// Whether a walked chain can be returned to the guest: a split chain
+    /// whose head is outside the ring has no id the guest would recognise,
+    /// and a packed chain without an end has no known extent.
+    pub fn can_return(&self, chain: &SegList) -> bool {
+        match self {
+            Ring::Split(r) => chain.id < r.size(),
+            Ring::Packed(_) => chain.slots > 0,
+        }
+    }
+
+    /// Returns a chain to the guest with `len` bytes written.
     #[inline]
-    pub fn prefetch_descriptor(&self, index: u16) {
-        let slot = usize::from(index & self.mask);
-        // wrapping_add: computing the address must not be undefined
-        // behaviour either; slot < size keeps it inside the table anyway.
-        prefetch(self.desc.wrapping_add(16 * slot));
+    pub fn push_used(&mut self, chain: &SegList, len: u32) {
+        match self {
+            Ring::Split(r) => r.push_used(chain.id, len),
+            Ring::Packed(r) => r.push_used(chain.id, chain.slots, len),
+        }
     }
 
-    /// Hints that the next `count` used entries are about to be written.
+    /// Hints the next `count` used entries for writing.
     #[inline]
     pub fn prefetch_used(&self, count: usize) {
-        // One hint per 64-byte line: eight 8-byte entries.
-        for k in (0..count).step_by(8) {
-            let slot = usize::from(self.next_used.wrapping_add(k as u16) & self.mask);
-            prefetch_for_write(self.used.wrapping_add(4 + 8 * slot));
+        match self {
+            Ring::Split(r) => r.prefetch_used(count),
+            Ring::Packed(r) => r.prefetch_used(count),
         }
     }
 
-    /// Returns a chain to the guest; visible once `publish` runs.
-    #[inline]
-    pub fn push_used(&mut self, head: u16, len: u32) {
-        let slot = usize::from(self.next_used & self.mask);
-        let offset = 4 + 8 * slot;
-        // SAFETY: slot < size; the used ring holds `size` 8-byte, 4-aligned
-        // elements.
-        let (id, written) = unsafe {
-            (
-                &*(self.used.add(offset) as *const AtomicU32),
-                &*(self.used.add(offset + 4) as *const AtomicU32),
-            )
-        };
-        id.store(u32::from(head).to_le(), Ordering::Relaxed);
-        written.store(len.to_le(), Ordering::Relaxed);
-        self.mark(offset as u64, 8);
-        self.next_used = self.next_used.wrapping_add(1);
-    }
-
-    /// Whether used entries are waiting to be published.
-    pub fn has_unpublished(&self) -> bool {
-        self.next_used != self.published_used
-    }
-
-    /// Makes every used entry pushed so far visible to the guest, with one
-    /// index update for the whole batch.
+    /// Makes every used entry pushed so far visible to the guest.
     #[inline]
     pub fn publish(&mut self) {
-        if !self.has_unpublished() {
-            return;
+        match self {
+            Ring::Split(r) => r.publish(),
+            Ring::Packed(r) => r.publish(),
         }
-        self.used_idx()
-            .store(self.next_used.to_le(), Ordering::Release);
-        self.mark(2, 2);
-        self.published_used = self.next_used;
-        self.unchecked = true;
     }
 
     /// Whether entries were published since `needs_interrupt` last ran.
     #[inline]
     pub fn has_unchecked(&self) -> bool {
-        self.unchecked
+        match self {
+            Ring::Split(r) => r.has_unchecked(),
+            Ring::Packed(r) => r.has_unchecked(),
+        }
     }
 
     /// Whether the guest wants an interrupt for what was published since the
-    /// last one. Records the notification as sent when it returns true.
+    /// last one; records the interrupt as sent when it returns true.
     #[inline]
     pub fn needs_interrupt(&mut self) -> bool {
-        // Pairs with the driver's barrier between updating used_event (or the
-        // flags) and reading the used index.
-        fence(Ordering::SeqCst);
-        self.unchecked = false;
-        let new = self.published_used;
-        let due = if self.event_idx {
-            let slot = 4 + 2 * usize::from(self.layout.size);
-            let event = u16::from_le(self.u16_at(self.avail, slot).load(Ordering::Relaxed));
-            match self.last_signalled {
-                Some(old) if old == new => false,
-                Some(old) => need_event(event, new, old),
-                None => true,
-            }
-        } else {
-            let flags = u16::from_le(self.u16_at(self.avail, 0).load(Ordering::Relaxed));
-            flags & AVAIL_F_NO_INTERRUPT == 0 && self.last_signalled != Some(new)
-        };
-        if due {
-            self.last_signalled = Some(new);
+        match self {
+            Ring::Split(r) => r.needs_interrupt(),
+            Ring::Packed(r) => r.needs_interrupt(),
         }
-        due
     }
 
-    /// Asks the guest to kick when it adds buffers, then checks whether it
-    /// added some meanwhile. Returns true if work is already waiting (and
-    /// the caller should poll instead of sleeping).
+    /// Asks the guest to kick when it adds buffers; true if some were added
+    /// meanwhile (the caller should poll instead of sleeping).
     pub fn enable_kicks(&mut self) -> bool {
-        if self.event_idx {
-            let slot = 4 + 8 * usize::from(self.layout.size);
-            self.u16_at(self.used, slot)
-                .store(self.next_avail.to_le(), Ordering::Relaxed);
-            self.mark(slot as u64, 2);
-        } else {
-            self.u16_at(self.used, 0).store(0, Ordering::Relaxed);
-            self.mark(0, 2);
+        match self {
+            Ring::Split(r) => r.enable_kicks(),
+            Ring::Packed(r) => r.enable_kicks(),
         }
-        // Pairs with the driver's barrier between publishing avail and
-        // reading our flags / avail_event.
-        fence(Ordering::SeqCst);
-        self.refresh() > 0
     }
 
     /// Tells the guest kicks are not needed while we poll.
     pub fn disable_kicks(&mut self) {
-        if !self.event_idx {
-            self.u16_at(self.used, 0)
-                .store(USED_F_NO_NOTIFY.to_le(), Ordering::Relaxed);
-            self.mark(0, 2);
+        match self {
+            Ring::Split(r) => r.disable_kicks(),
+            Ring::Packed(r) => r.disable_kicks(),
         }
-        // With EVENT_IDX a stale avail_event suppresses kicks by itself.
     }
 }
 

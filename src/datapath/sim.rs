@@ -1,12 +1,15 @@
 //! A simulated guest for tests and benchmarks of the packet path: memfd
-//! regions (with a hole between them) and a driver's view of a split ring.
-//! Test tooling: it panics on misuse and is not part of the port.
+//! regions (with a hole between them) and a driver's view of a split or a
+//! packed ring. Test tooling: it panics on misuse and is not part of the
+//! port.
 
 use std::fs::File;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
 
-use super::ring::{RingLayout, SplitRing};
+use std::collections::HashMap;
+
+use super::ring::{Position, Ring, RingKind, RingLayout, SplitRing, DESC_F_NEXT};
 use crate::guest::{DirtyLog, GuestMemory, RegionSpec};
 
 /// Guest memory: 1 MiB at 0 and 1 MiB at 2 MiB, with a hole in between.
@@ -118,7 +121,17 @@ impl Driver {
         }
     }
 
-    pub fn ring(&self, m: &TestMem, event_idx: bool, log: Option<Arc<DirtyLog>>) -> SplitRing {
+    /// The device side, as the packet path uses it.
+    pub fn ring(&self, m: &TestMem, event_idx: bool, log: Option<Arc<DirtyLog>>) -> Ring {
+        Ring::Split(self.split_ring(m, event_idx, log))
+    }
+
+    pub fn split_ring(
+        &self,
+        m: &TestMem,
+        event_idx: bool,
+        log: Option<Arc<DirtyLog>>,
+    ) -> SplitRing {
         SplitRing::new(m.mem.clone(), self.layout, 0, event_idx, log).expect("ring")
     }
 
@@ -161,5 +174,125 @@ impl Driver {
 
     pub fn avail_event(&self, m: &TestMem) -> u16 {
         m.u16_at(self.layout.used + 4 + 8 * u64::from(self.layout.size))
+    }
+}
+
+const DESC_F_AVAIL: u16 = 1 << 7;
+const DESC_F_USED: u16 = 1 << 15;
+
+/// The driver side of one packed ring laid out at `base`.
+pub struct PackedDriver {
+    pub layout: RingLayout,
+    /// Where the next chain goes.
+    pub next: Position,
+    used_seen: Position,
+    /// Slots each outstanding buffer id occupies.
+    outstanding: HashMap<u16, u16>,
+}
+
+impl PackedDriver {
+    /// Lays a ring of `size` slots out at `base`: descriptors, then the
+    /// driver's event area, then the device's.
+    pub fn new(m: &TestMem, base: u64, size: u16) -> Self {
+        let desc = base;
+        let driver = desc + 16 * u64::from(size);
+        let device = driver + 4;
+        m.write(desc, &vec![0u8; (device + 4 - desc) as usize]);
+        let start = Position {
+            index: 0,
+            wrap: true,
+        };
+        PackedDriver {
+            layout: RingLayout {
+                size,
+                desc,
+                avail: driver,
+                used: device,
+            },
+            next: start,
+            used_seen: start,
+            outstanding: HashMap::new(),
+        }
+    }
+
+    /// The device side, started where a fresh ring starts.
+    pub fn ring(&self, m: &TestMem, event_idx: bool, log: Option<Arc<DirtyLog>>) -> Ring {
+        Ring::new(
+            m.mem.clone(),
+            self.layout,
+            0x8000,
+            RingKind::Packed,
+            event_idx,
+            log,
+        )
+        .expect("packed ring")
+    }
+
+    fn write_desc(&self, m: &TestMem, index: u16, addr: u64, len: u32, id: u16, flags: u16) {
+        let mut d = Vec::with_capacity(16);
+        d.extend_from_slice(&addr.to_le_bytes());
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&id.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        m.write(self.layout.desc + 16 * u64::from(index), &d);
+    }
+
+    /// Makes a chain of `(addr, len, flags)` buffers available as buffer
+    /// `id`; the head's flags are written last, as a driver must.
+    pub fn offer(&mut self, m: &TestMem, id: u16, bufs: &[(u64, u32, u16)]) {
+        let size = self.layout.size;
+        let head = self.next;
+        let mut pos = head;
+        let mut head_desc = None;
+        for (i, &(addr, len, flags)) in bufs.iter().enumerate() {
+            let mut f = flags;
+            if i + 1 < bufs.len() {
+                f |= DESC_F_NEXT;
+            }
+            f |= if pos.wrap { DESC_F_AVAIL } else { DESC_F_USED };
+            if i == 0 {
+                head_desc = Some((addr, len, f));
+            } else {
+                self.write_desc(m, pos.index, addr, len, id, f);
+            }
+            pos = pos.advanced(1, size);
+        }
+        if let Some((addr, len, f)) = head_desc {
+            self.write_desc(m, head.index, addr, len, id, f);
+        }
+        self.outstanding.insert(id, bufs.len() as u16);
+        self.next = pos;
+    }
+
+    /// The used entries written since the last call: (id, len).
+    pub fn take_used(&mut self, m: &TestMem) -> Vec<(u16, u32)> {
+        let mut out = Vec::new();
+        loop {
+            let at = self.layout.desc + 16 * u64::from(self.used_seen.index);
+            let flags = m.u16_at(at + 14);
+            let avail = flags & DESC_F_AVAIL != 0;
+            let used = flags & DESC_F_USED != 0;
+            if avail != self.used_seen.wrap || used != self.used_seen.wrap {
+                return out;
+            }
+            let e = m.read(at + 8, 6);
+            let len = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            let id = u16::from_le_bytes([e[4], e[5]]);
+            let slots = self.outstanding.remove(&id).expect("a used id we offered");
+            out.push((id, len));
+            self.used_seen = self.used_seen.advanced(slots, self.layout.size);
+        }
+    }
+
+    /// Sets the driver's event suppression area: `flags` 0 enable, 1
+    /// disable, 2 at `off_wrap`.
+    pub fn set_driver_event(&self, m: &TestMem, flags: u16, off_wrap: u16) {
+        m.set_u16(self.layout.avail, off_wrap);
+        m.set_u16(self.layout.avail + 2, flags);
+    }
+
+    /// The flags of the device's event suppression area.
+    pub fn device_event_flags(&self, m: &TestMem) -> u16 {
+        m.u16_at(self.layout.used + 2)
     }
 }

@@ -70,21 +70,25 @@ pub fn transmit(
 ) -> TxBatch {
     let mut batch = TxBatch::default();
     while batch.handled < budget {
-        let Some(head) = tx.ring.pop() else {
+        let at = tx.ring.next_avail();
+        let Some(head) = tx.ring.head_at(at) else {
             break;
         };
-        if let Err(e) = walk(&tx.ring, mem, head, rules.tx_walk(), &mut scratch.tx) {
+        let chain = &mut scratch.tx;
+        if let Err(e) = walk(&tx.ring, mem, at, head, rules.tx_walk(), chain) {
             log::debug!("transmit chain {head}: {e}");
-            if head < tx.ring.size() {
-                tx.ring.push_used(head, 0);
+            tx.ring.take(chain.next);
+            if tx.ring.can_return(chain) {
+                tx.ring.push_used(chain, 0);
             }
             tx.tally.errors += 1;
             batch.handled += 1;
             continue;
         }
-        let total = scratch.tx.total;
+        let total = chain.total;
         if total < rules.header_len as u64 {
-            tx.ring.push_used(head, 0);
+            tx.ring.take(chain.next);
+            tx.ring.push_used(chain, 0);
             tx.tally.errors += 1;
             batch.handled += 1;
             continue;
@@ -95,7 +99,7 @@ pub fn transmit(
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::WouldBlock {
-                tx.ring.unpop(1);
+                // Not taken: the packet stays in the guest's ring.
                 batch.blocked = true;
                 break;
             }
@@ -107,7 +111,8 @@ pub fn transmit(
             tx.tally.packets += 1;
             tx.tally.bytes += total - rules.header_len as u64;
         }
-        tx.ring.push_used(head, 0);
+        tx.ring.take(scratch.tx.next);
+        tx.ring.push_used(&scratch.tx, 0);
         batch.handled += 1;
     }
     tx.finish_batch();

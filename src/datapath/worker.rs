@@ -19,7 +19,7 @@ use super::loopback;
 use super::notifier::Notifier;
 use super::packet::PacketRules;
 use super::queue::{Queue, RxQueue};
-use super::ring::{RingError, RingLayout, SplitRing};
+use super::ring::{Ring, RingError, RingKind, RingLayout};
 use super::stats::QueueCounters;
 use super::tap;
 use super::tap_device::Tap;
@@ -59,7 +59,8 @@ pub enum PairIo {
 /// A ring as the frontend configured it.
 pub struct RingSetup {
     pub layout: RingLayout,
-    pub next_avail: u16,
+    /// Where to start, as `SET_VRING_BASE` (or the last stop) left it.
+    pub base: u32,
     pub kick: Option<Arc<Notifier>>,
     pub call: Option<Arc<Notifier>>,
     pub counters: Arc<QueueCounters>,
@@ -77,11 +78,11 @@ pub struct PairSetup {
     pub poll: PollMode,
 }
 
-/// Where each ring stopped: the index of the next chain not yet taken.
+/// Where each ring stopped, as `GET_VRING_BASE` reports it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    pub rx_next_avail: Option<u16>,
-    pub tx_next_avail: Option<u16>,
+    pub rx_base: Option<u32>,
+    pub tx_base: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +108,15 @@ pub struct Worker {
     wake: Arc<Notifier>,
 }
 
+/// The ring layout the negotiated features ask for.
+pub fn ring_kind(features: u64) -> RingKind {
+    if features & (1 << virtio_bindings::virtio_config::VIRTIO_F_RING_PACKED) != 0 {
+        RingKind::Packed
+    } else {
+        RingKind::Split
+    }
+}
+
 fn eventfd() -> io::Result<Notifier> {
     // SAFETY: plain syscall; the descriptor is owned below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -125,17 +135,19 @@ impl Worker {
         let rules = PacketRules::new(setup.features);
         let event_idx =
             setup.features & (1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX) != 0;
+        let kind = ring_kind(setup.features);
         let make = |ring: &RingSetup, index: u16| -> Result<Queue, WorkerError> {
-            let split = SplitRing::new(
+            let started = Ring::new(
                 setup.mem.clone(),
                 ring.layout,
-                ring.next_avail,
+                ring.base,
+                kind,
                 event_idx,
                 setup.log.clone(),
             )
             .map_err(|source| WorkerError::Ring { index, source })?;
             Ok(Queue::new(
-                split,
+                started,
                 ring.kick.clone(),
                 ring.call.clone(),
                 ring.counters.clone(),
@@ -313,8 +325,8 @@ impl Pair {
             idle_since = None;
         }
         Report {
-            rx_next_avail: self.rx.as_ref().map(|r| r.queue.ring.next_avail()),
-            tx_next_avail: self.tx.as_ref().map(|t| t.ring.next_avail()),
+            rx_base: self.rx.as_ref().map(|r| r.queue.ring.base()),
+            tx_base: self.tx.as_ref().map(|t| t.ring.base()),
         }
     }
 

@@ -24,7 +24,7 @@ pub struct ProbeInfo {
     pub max_mem_slots: Option<u64>,
     /// The virtio-net config space, hex.
     pub config: Option<String>,
-    /// Whether `max_queue_size` was measured (needs REPLY_ACK) or assumed.
+    /// Whether `max_queue_size` was measured or assumed.
     pub max_queue_size_probed: bool,
     /// The table profile whose fingerprint matches the offer, if any.
     pub matches_profile: Option<String>,

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use crate::datapath::announce::rarp_frame;
 use crate::datapath::notifier::Notifier;
 use crate::datapath::packet::{PacketRules, MAX_TX_BYTES};
-use crate::datapath::ring::RingLayout;
+use crate::datapath::ring::{RingKind, RingLayout};
 use crate::datapath::tap;
-use crate::datapath::worker::{PairIo, PairSetup, RingSetup, Worker, WorkerError};
+use crate::datapath::worker::{ring_kind, PairIo, PairSetup, RingSetup, Worker, WorkerError};
 use crate::features::registry::{LOG_ALL, PROTOCOL_FEATURES};
 use crate::features::{describe, Namespace};
 use crate::guest::{memory::MAX_REGIONS, DirtyLog, GuestMemory, LogError, MemoryError, RegionSpec};
@@ -65,8 +65,9 @@ struct RingAddresses {
 struct Vring {
     size: u16,
     addresses: Option<RingAddresses>,
-    /// The next available index to process when the ring (re)starts.
-    base: u16,
+    /// Where the ring (re)starts, as `SET_VRING_BASE` gave it or the last
+    /// stop left it (the ring's own encoding).
+    base: u32,
     /// `Some(None)`: the frontend asked us to poll instead of waiting for kicks.
     kick: Option<Option<Arc<Notifier>>>,
     call: Option<Arc<Notifier>>,
@@ -156,11 +157,11 @@ impl PortHandler {
     fn stop_pair(&mut self, pair: usize) {
         if let Some(worker) = self.workers.get_mut(pair).and_then(Option::take) {
             let report = worker.stop();
-            if let Some(next) = report.rx_next_avail {
-                self.vrings[2 * pair].base = next;
+            if let Some(base) = report.rx_base {
+                self.vrings[2 * pair].base = base;
             }
-            if let Some(next) = report.tx_next_avail {
-                self.vrings[2 * pair + 1].base = next;
+            if let Some(base) = report.tx_base {
+                self.vrings[2 * pair + 1].base = base;
             }
         }
     }
@@ -178,15 +179,20 @@ impl PortHandler {
                 ))
             })
         };
+        // A packed ring's other two areas are its event suppression structs.
+        let (driver_len, device_len) = match ring_kind(self.features.unwrap_or(0)) {
+            RingKind::Split => (4 + 2 * n, 4 + 8 * n),
+            RingKind::Packed => (4, 4),
+        };
         let layout = RingLayout {
             size: v.size,
             desc: translate(addr.desc, 16 * n, "descriptor table")?,
-            avail: translate(addr.avail, 4 + 2 * n, "available ring")?,
-            used: translate(addr.used, 4 + 8 * n, "used ring")?,
+            avail: translate(addr.avail, driver_len, "driver area")?,
+            used: translate(addr.used, device_len, "device area")?,
         };
         Ok(Some(RingSetup {
             layout,
-            next_avail: v.base,
+            base: v.base,
             kick: v.kick.clone().flatten(),
             call: v.call.clone(),
             counters: self.port.counters[index].clone(),
@@ -392,10 +398,13 @@ impl PortHandler {
     pub fn set_vring_num(&mut self, index: u32, num: u32) -> Result<()> {
         let max = self.port.config.profile.max_queue_size;
         let id = self.port.config.profile.id.clone();
+        // Packed rings may have any size; split ones need a power of two.
+        let packed = ring_kind(self.features.unwrap_or(0)) == RingKind::Packed;
         let v = self.vring(index)?;
-        if num == 0 || num > u32::from(max) || !num.is_power_of_two() {
+        if num == 0 || num > u32::from(max) || !(packed || num.is_power_of_two()) {
+            let sizes = if packed { "sizes" } else { "powers of two" };
             return Err(refuse(format!(
-                "vring {index}: size {num} refused: profile {id} allows powers of two up to {max}"
+                "vring {index}: size {num} refused: profile {id} allows {sizes} up to {max}"
             )));
         }
         if v.started {
@@ -422,8 +431,7 @@ impl PortHandler {
 
     pub fn set_vring_base(&mut self, index: u32, base: u32) -> Result<()> {
         let v = self.vring(index)?;
-        // For split rings only the low 16 bits are an index.
-        v.base = (base & 0xffff) as u16;
+        v.base = base;
         Ok(())
     }
 
@@ -439,7 +447,7 @@ impl PortHandler {
         // The other ring of the pair may still run.
         let result = self.restart_pair(pair);
         self.publish(true);
-        result.map(|()| u32::from(base))
+        result.map(|()| base)
     }
 
     /// `None`: the frontend asks us to poll the ring instead.

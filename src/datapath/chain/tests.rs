@@ -21,7 +21,7 @@ fn setup() -> (TestMem, Driver) {
 fn run(m: &TestMem, d: &Driver, head: u16, rules: WalkRules) -> Result<SegList, ChainError> {
     let ring = d.ring(m, false, None);
     let mut out = SegList::default();
-    walk(&ring, &m.mem, head, rules, &mut out).map(|()| out)
+    walk(&ring, &m.mem, Position::default(), head, rules, &mut out).map(|()| out)
 }
 
 #[test]
@@ -201,10 +201,10 @@ fn chains_are_bounded_in_pieces() {
     let ring = d.ring(&m, false, None);
     let mut out = SegList::default();
     assert_eq!(
-        walk(&ring, &m.mem, 0, READ, &mut out).unwrap_err(),
+        walk(&ring, &m.mem, Position::default(), 0, READ, &mut out).unwrap_err(),
         ChainError::TooManySegments
     );
     d.set_desc(&m, MAX_SEGMENTS as u16 - 1, 0x9000, 16, 0, 0);
-    walk(&ring, &m.mem, 0, READ, &mut out).unwrap();
+    walk(&ring, &m.mem, Position::default(), 0, READ, &mut out).unwrap();
     assert_eq!(out.segs.len(), MAX_SEGMENTS);
 }

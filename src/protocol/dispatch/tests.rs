@@ -222,3 +222,22 @@ fn requests_of_features_not_negotiated_are_refused() {
     r.negotiate(protocol(&["REPLY_ACK"]));
     assert!(r.request(code::SEND_RARP, 1, &[0u8; 8]).is_err());
 }
+
+#[test]
+fn packed_rings_may_have_any_size_split_ones_powers_of_two() {
+    let size = |packed: bool, num: u32| {
+        let mut names = vec!["VERSION_1", "PROTOCOL_FEATURES"];
+        if packed {
+            names.push("RING_PACKED");
+        }
+        let mut r = Rig::new(port(&names, &["REPLY_ACK"]));
+        r.negotiate(protocol(&["REPLY_ACK"]));
+        let mut body = 0u32.to_le_bytes().to_vec();
+        body.extend_from_slice(&num.to_le_bytes());
+        r.request(code::SET_VRING_NUM, 1, &body).is_ok()
+    };
+    assert!(size(true, 100));
+    assert!(!size(false, 100));
+    assert!(size(false, 128));
+    assert!(!size(true, 257), "still within the profile's limit");
+}

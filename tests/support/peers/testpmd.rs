@@ -33,6 +33,7 @@ pub enum Port {
         queue_size: u16,
         mrg_rxbuf: bool,
         in_order: bool,
+        packed_vq: bool,
         server: bool,
     },
     /// A host tap interface that testpmd creates (and removes on exit).
@@ -57,6 +58,7 @@ impl Port {
             queue_size: 1024,
             mrg_rxbuf: true,
             in_order: false,
+            packed_vq: false,
             server: false,
         }
     }
@@ -91,12 +93,14 @@ impl Port {
                 queue_size,
                 mrg_rxbuf,
                 in_order,
+                packed_vq,
                 server,
             } => format!(
-                "net_virtio_user{index},path={},queues={queues},queue_size={queue_size},mrg_rxbuf={},in_order={}{}",
+                "net_virtio_user{index},path={},queues={queues},queue_size={queue_size},mrg_rxbuf={},in_order={},packed_vq={}{}",
                 socket.display(),
                 u8::from(*mrg_rxbuf),
                 u8::from(*in_order),
+                u8::from(*packed_vq),
                 if *server { ",server=1" } else { "" }
             ),
             Self::Tap { iface } => format!("net_tap{index},iface={iface}"),

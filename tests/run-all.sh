@@ -27,4 +27,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+# A hung test must fail the run with its name on screen, not eat CI's time:
+# the suite takes about ten minutes on two cores, so 25 is a generous bound.
+timeout --foreground --kill-after=30s "${SUITE_TIMEOUT:-25m}" \
+    cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"

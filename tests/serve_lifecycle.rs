@@ -4,16 +4,34 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use support::serve::{Serve, BIN};
 
 fn serve_once(args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
+    // A port that should have been refused but starts would listen forever:
+    // bound the wait and fail instead of hanging the suite.
+    let mut child = Command::new(BIN)
         .arg("serve")
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("poll serve").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reap serve");
+            panic!(
+                "serve {args:?} was expected to exit at start but kept running; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("reap serve");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -79,7 +97,7 @@ fn an_unrunnable_profile_is_refused_with_its_bits_named() {
     let table = dir.path().join("t.toml");
     std::fs::write(
         &table,
-        "schema = 1\n[[profile]]\nid = \"packed\"\nfeatures = [\"VERSION_1\", \"RING_PACKED\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
+        "schema = 1\n[[profile]]\nid = \"iommu\"\nfeatures = [\"VERSION_1\", \"ACCESS_PLATFORM\"]\nmax_queue_pairs = 1\nmax_queue_size = 256\n",
     )
     .unwrap();
     let sock = dir.path().join("p.sock");
@@ -89,12 +107,12 @@ fn an_unrunnable_profile_is_refused_with_its_bits_named() {
         "--profiles",
         table.to_str().unwrap(),
         "--profile",
-        "packed",
+        "iommu",
     ]);
     assert_eq!(code, Some(2));
     assert!(
         err.contains(
-            "profile packed cannot run on the loopback datapath here: RING_PACKED (bit 34)"
+            "profile iommu cannot run on the loopback datapath here: ACCESS_PLATFORM (bit 33)"
         ),
         "{err}"
     );

@@ -32,7 +32,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 from plot import svg_lines  # noqa: E402
-from sidebyside import hugepages, memory_args, stop, testpmd_rates, wait_for  # noqa: E402
+from sidebyside import forget_prefix, hugepages, memory_args, stop, testpmd_rates, wait_for  # noqa: E402
 
 
 def start_ours(binary: str, sock: pathlib.Path) -> subprocess.Popen:
@@ -88,7 +88,7 @@ def measure(backend: str, binary: str, size: int, args, huge: bool, round_no: in
         finally:
             stop(server)
             for prefix in (tag + "b", tag + "f"):
-                shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+                forget_prefix(prefix)
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ testpmd command lines, and starting and stopping processes."""
 import os
 import pathlib
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -57,6 +58,15 @@ def stop(proc: subprocess.Popen) -> str:
             proc.wait()
     out = proc.stdout.read() if proc.stdout else ""
     return out
+
+
+def forget_prefix(prefix: str) -> None:
+    """Removes what a testpmd run under `--file-prefix=prefix` leaves when it
+    had to be killed: its runtime directory and its hugepage files, which
+    would otherwise starve the next runs of hugepages."""
+    shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+    for f in pathlib.Path("/dev/hugepages").glob(f"{prefix}map_*"):
+        f.unlink(missing_ok=True)
 
 
 def testpmd_rates(output: str, key: str) -> list:

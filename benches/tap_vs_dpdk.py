@@ -33,7 +33,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 from plot import svg_lines  # noqa: E402
-from sidebyside import hugepages, median, memory_args, stop, testpmd_rates, wait_for  # noqa: E402
+from sidebyside import forget_prefix, hugepages, median, memory_args, stop, testpmd_rates, wait_for  # noqa: E402
 
 
 def link_exists(name: str) -> bool:
@@ -121,7 +121,7 @@ def measure(kind, direction, size, pairs, args, huge, tag):
             for p in reversed(procs):
                 stop(p)
             for prefix in prefixes:
-                shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
+                forget_prefix(prefix)
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::datapath::stats::{QueueCounters, Tally};
 use crate::datapath::tap_device::Tap;
+use crate::datapath::tap_io::TapIoMode;
 use crate::datapath::worker::PollMode;
 use crate::documents::{
     Backend, Mask, Negotiated, PortStats, ProfileEntry, QueueStatus, Status, SCHEMA,
@@ -33,6 +34,8 @@ pub struct PortConfig {
     pub queue_pairs: u16,
     pub io: PortIo,
     pub poll: PollMode,
+    /// How tap queues batch their reads and writes.
+    pub tap_io: TapIoMode,
 }
 
 /// One ring as the current frontend set it up.

@@ -77,11 +77,27 @@ fn connect(port: &Serve, pairs: u16) -> NetDriver {
 
 #[test]
 fn guest_and_host_exchange_frames_through_the_tap() {
+    exchange_frames("a", "auto");
+}
+
+#[test]
+fn frames_cross_with_one_system_call_per_packet_too() {
+    exchange_frames("s", "syscalls");
+}
+
+fn exchange_frames(tag: &str, tap_io: &str) {
     if !can_create_taps() {
         return;
     }
-    let tap = tap_name("a");
-    let port = Serve::listen(&["--tap", &tap, "--profile", "vhost-compat.v2"]);
+    let tap = tap_name(tag);
+    let port = Serve::listen(&[
+        "--tap",
+        &tap,
+        "--profile",
+        "vhost-compat.v2",
+        "--tap-io",
+        tap_io,
+    ]);
     let mut d = connect(&port, 1);
     let host = RawSocket::bind(&tap).unwrap();
     port.wait_status("the rings to start", |s| s.negotiated.queues.len() == 2);
@@ -194,4 +210,57 @@ fn send_rarp_announces_the_guest_mac_on_the_tap() {
         vhost_compat::datapath::announce::rarp_frame(mac).to_vec()
     );
     assert!(port.status().connected, "the connection carries on");
+}
+
+/// An IPv4/UDP frame of flow `k` (ports differ per flow, so the tap's
+/// flow steering spreads the flows over its attached queues), `k` also in
+/// the payload.
+fn flow_frame(k: u16) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x08, 0x00]);
+    f.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&(1000 + k).to_be_bytes());
+    f.extend_from_slice(&(2000 + k).to_be_bytes());
+    f.extend_from_slice(&[0, 12, 0, 0]);
+    f.extend_from_slice(&k.to_be_bytes());
+    f.extend_from_slice(b"flow");
+    f
+}
+
+fn flow_of(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 48 && &frame[44..48] == b"flow")
+        .then(|| u16::from_be_bytes([frame[42], frame[43]]))
+}
+
+#[test]
+fn a_guest_running_fewer_pairs_than_the_port_gets_every_host_frame() {
+    if !can_create_taps() {
+        return;
+    }
+    let tap = tap_name("q");
+    let port = Serve::listen(&[
+        "--tap",
+        &tap,
+        "--profile",
+        "vhost-compat.v3",
+        "--queue-pairs",
+        "2",
+    ]);
+    // The guest runs one pair of the two: the tap must not steer any of
+    // the host's flows to the queue of the other, which nobody reads.
+    let mut d = connect(&port, 1);
+    let host = RawSocket::bind(&tap).unwrap();
+    port.wait_status("the rings to start", |s| s.negotiated.queues.len() == 2);
+    for k in 0..32 {
+        host.send(&flow_frame(k)).unwrap();
+    }
+    let mut got: Vec<u16> = d
+        .recv_all(0, Duration::from_millis(500))
+        .unwrap()
+        .iter()
+        .filter_map(|p| flow_of(&p.frame))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..32).collect::<Vec<u16>>());
 }

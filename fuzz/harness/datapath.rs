@@ -25,6 +25,7 @@ use vhost_compat::datapath::queue::{Queue, RxQueue};
 use vhost_compat::datapath::ring::{Ring, RingKind, RingLayout};
 use vhost_compat::datapath::stats::QueueCounters;
 use vhost_compat::datapath::tap;
+use vhost_compat::datapath::tap_io::{TapIo, TapIoMode};
 use vhost_compat::guest::dirty_log::bytes_needed;
 use vhost_compat::guest::{DirtyLog, GuestMemory, RegionSpec};
 
@@ -298,12 +299,19 @@ fn run_tap(
         unsafe { libc::send(theirs.as_raw_fd(), packet.as_ptr().cast(), packet.len(), 0) };
     }
     let max_packet = 1518 + rules.header_len as u64;
+    let mode = if input.byte() & 1 == 0 {
+        TapIoMode::Syscalls
+    } else {
+        TapIoMode::Auto
+    };
+    let mut sink = TapIo::new(sink.as_raw_fd(), mode).expect("batched writes");
+    let mut source = TapIo::new(ours.as_raw_fd(), mode).expect("batched reads");
     let mut scratch = tap::Scratch::default();
     for _ in 0..4 {
-        tap::transmit(tx, sink.as_raw_fd(), &g.mem, rules, &mut scratch, 64);
+        tap::transmit(tx, &mut sink, &g.mem, rules, &mut scratch, 64);
         tap::receive(
             rx,
-            ours.as_raw_fd(),
+            &mut source,
             &g.mem,
             log,
             rules,

@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+use vhost_compat::datapath::tap_io::TapIoMode;
 use vhost_compat::datapath::worker::PollMode;
 use vhost_compat::port::{Port, PortConfig, PortIo};
 use vhost_compat::profiles::builtin;
@@ -37,6 +38,7 @@ fn port() -> Arc<Port> {
         queue_pairs: 2,
         io: PortIo::Loopback,
         poll: PollMode::Event,
+        tap_io: TapIoMode::Auto,
     }))
 }
 

@@ -198,6 +198,8 @@ pub enum CliError {
     BadReply { path: PathBuf, reason: String },
     #[error("cannot start: {0}")]
     Setup(#[source] std::io::Error),
+    #[error("--tap-io uring: this kernel refuses io_uring ({0}); use --tap-io auto or syscalls")]
+    NoUring(#[source] std::io::Error),
     #[error(transparent)]
     Document(#[from] crate::documents::read::DocError),
     #[error(transparent)]

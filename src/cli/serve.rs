@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::{CliError, TableArg};
 use crate::datapath::tap_device::Tap;
+use crate::datapath::tap_io::{self, TapIoMode};
 use crate::datapath::worker::PollMode;
 use crate::port::{Port, PortConfig, PortIo};
 use crate::protocol::session;
@@ -46,6 +47,11 @@ pub struct ServeArgs {
     /// `adaptive:USEC` (poll that long after the last packet), `always`.
     #[arg(long, value_name = "MODE", default_value = "event", value_parser = parse_poll)]
     poll: PollMode,
+    /// How tap packets reach the kernel: `auto` (batched through io_uring
+    /// where the kernel allows it), `uring` (batched, or refuse to start),
+    /// `syscalls` (one read or write per packet).
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_tap_io)]
+    tap_io: TapIoMode,
     /// Permissions of the sockets this port creates, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
     socket_mode: u32,
@@ -64,6 +70,13 @@ fn parse_poll(text: &str) -> Result<PollMode, String> {
             "\"{text}\" is not a poll mode: use event, adaptive, adaptive:USEC or always"
         )),
     }
+}
+
+fn parse_tap_io(text: &str) -> Result<TapIoMode, String> {
+    [TapIoMode::Auto, TapIoMode::Uring, TapIoMode::Syscalls]
+        .into_iter()
+        .find(|m| m.name() == text)
+        .ok_or_else(|| format!("\"{text}\" is not a tap I/O mode: use auto, uring or syscalls"))
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -132,6 +145,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
             max: profile.max_queue_pairs,
         });
     }
+    if tap.is_some() && args.tap_io == TapIoMode::Uring {
+        tap_io::uring_available().map_err(CliError::NoUring)?;
+    }
     let io = match tap.take() {
         None => PortIo::Loopback,
         Some(mut tap) => {
@@ -155,6 +171,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
         queue_pairs,
         io,
         poll: args.poll,
+        tap_io: args.tap_io,
     }));
     let shutdown = Shutdown::new().map_err(CliError::Setup)?;
     shutdown.on_signals().map_err(CliError::Setup)?;
@@ -199,6 +216,14 @@ mod tests {
         );
         assert!(parse_poll("adaptive:x").is_err());
         assert!(parse_poll("sometimes").is_err());
+    }
+
+    #[test]
+    fn tap_io_modes_parse() {
+        assert_eq!(parse_tap_io("auto"), Ok(TapIoMode::Auto));
+        assert_eq!(parse_tap_io("uring"), Ok(TapIoMode::Uring));
+        assert_eq!(parse_tap_io("syscalls"), Ok(TapIoMode::Syscalls));
+        assert!(parse_tap_io("fast").is_err());
     }
 
     #[test]

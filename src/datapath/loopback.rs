@@ -2,7 +2,7 @@
 //! delivered to the receive queue of the same pair, header and all, with one
 //! copy straight from the transmit buffers into the receive buffers.
 
-use super::chain::{walk, SegList};
+use super::chain::SegList;
 use super::copy::{copy_chain, read_bytes, write_bytes};
 use super::net_header::{deliverable, NetHeader, HEADER_LEN, NUM_BUFFERS_OFFSET};
 use super::packet::PacketRules;
@@ -120,29 +120,15 @@ fn take_burst(
     scratch: &mut Scratch,
     want: usize,
 ) -> usize {
-    let mut at = tx.ring.next_avail();
-    tx.ring.prefetch_chains(at, want);
     rx.hint_ahead(want);
-    tx.ring.prefetch_used(want);
     rx.queue.ring.prefetch_used(want);
-    if scratch.chains.len() < want {
-        scratch.chains.resize_with(want, SegList::default);
-    }
-    scratch.walked.clear();
-    for chain in scratch.chains.iter_mut().take(want) {
-        let Some(head) = tx.ring.head_at(at) else {
-            break;
-        };
-        let ok = match walk(&tx.ring, mem, at, head, rules.tx_walk(), chain) {
-            Ok(()) => true,
-            Err(e) => {
-                log::debug!("transmit chain {head}: {e}");
-                false
-            }
-        };
-        scratch.walked.push(ok);
-        at = chain.next;
-    }
+    tx.walk_burst(
+        mem,
+        rules.tx_walk(),
+        &mut scratch.chains,
+        &mut scratch.walked,
+        want,
+    );
     let taken = scratch.walked.len();
     rx.walk_ahead(mem, taken);
     taken
@@ -176,7 +162,7 @@ fn deliver(
     lens: &mut Vec<u32>,
 ) -> Delivery {
     if !walked {
-        reject(tx, chain);
+        tx.reject(chain);
         return Delivery::Done;
     }
     if chain.total < rules.header_len as u64 {
@@ -185,7 +171,7 @@ fn deliver(
             chain.id,
             chain.total
         );
-        reject(tx, chain);
+        tx.reject(chain);
         return Delivery::Done;
     }
     let mut header = [0u8; HEADER_LEN];
@@ -235,15 +221,6 @@ fn deliver(
     rx.queue.tally.packets += 1;
     rx.queue.tally.bytes += frame;
     Delivery::Done
-}
-
-/// Returns a malformed transmit chain to the guest unprocessed.
-fn reject(tx: &mut Queue, chain: &SegList) {
-    tx.ring.take(chain.next);
-    if tx.ring.can_return(chain) {
-        tx.ring.push_used(chain, 0);
-    }
-    tx.tally.errors += 1;
 }
 
 #[cfg(test)]

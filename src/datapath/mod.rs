@@ -15,6 +15,7 @@ pub mod sim;
 pub mod stats;
 pub mod tap;
 pub mod tap_device;
+pub mod tap_io;
 pub mod worker;
 
 use crate::support::{Datapath, Support, TapOffloads};

@@ -42,6 +42,52 @@ impl Queue {
         self.ring.publish();
     }
 
+    /// Walks up to `want` available chains from the next one, without
+    /// taking them, descriptors and used entries hinted to the cache first.
+    /// `walked[i]` says whether `chains[i]` walked cleanly (why not is
+    /// logged here). Returns how many chains there were.
+    pub fn walk_burst(
+        &mut self,
+        mem: &GuestMemory,
+        rules: WalkRules,
+        chains: &mut Vec<SegList>,
+        walked: &mut Vec<bool>,
+        want: usize,
+    ) -> usize {
+        let mut at = self.ring.next_avail();
+        self.ring.prefetch_chains(at, want);
+        self.ring.prefetch_used(want);
+        if chains.len() < want {
+            chains.resize_with(want, SegList::default);
+        }
+        walked.clear();
+        for chain in chains.iter_mut().take(want) {
+            let Some(head) = self.ring.head_at(at) else {
+                break;
+            };
+            let ok = match walk(&self.ring, mem, at, head, rules, chain) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::debug!("transmit chain {head}: {e}");
+                    false
+                }
+            };
+            walked.push(ok);
+            at = chain.next;
+        }
+        walked.len()
+    }
+
+    /// Returns a malformed chain to the guest unprocessed, counted as an
+    /// error.
+    pub fn reject(&mut self, chain: &SegList) {
+        self.ring.take(chain.next);
+        if self.ring.can_return(chain) {
+            self.ring.push_used(chain, 0);
+        }
+        self.tally.errors += 1;
+    }
+
     /// Ends a batch: publishes, interrupts the guest if it asked for it
     /// (once for everything published in the batch), and publishes the
     /// counters.

@@ -48,6 +48,23 @@ impl TapQueue {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// Attaches the queue to the device or detaches it. The kernel spreads
+    /// host traffic over attached queues only, so a queue no worker reads
+    /// stays detached: its packets would wait there unread. A queue already
+    /// in that state, or one of a single-queue tap, is left as it is.
+    pub fn set_attached(&self, attached: bool) -> io::Result<()> {
+        let flag = if attached {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        };
+        let mut req = ifreq_for("", flag);
+        match ioctl_ptr(&self.file, libc::TUNSETQUEUE, &mut req) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            other => other,
+        }
+    }
 }
 
 /// An open tap device with one queue per queue pair.
@@ -154,7 +171,14 @@ impl Tap {
                 }
                 Err(source) => return Err(fail(source)),
             };
-            self.queues.push(TapQueue { file });
+            let queue = TapQueue { file };
+            if self.queues.is_empty() {
+                // Queue 0 stays attached: the device-wide settings (header
+                // size, offloads) and our own frames go through it.
+            } else {
+                queue.set_attached(false).map_err(fail)?;
+            }
+            self.queues.push(queue);
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ use super::ring::{Ring, RingError, RingKind, RingLayout};
 use super::stats::QueueCounters;
 use super::tap;
 use super::tap_device::Tap;
+use super::tap_io::{TapIo, TapIoMode};
 use crate::guest::{DirtyLog, GuestMemory};
 
 /// Packets per queue between two publications of the used index.
@@ -76,6 +77,7 @@ pub struct PairSetup {
     pub tx: Option<RingSetup>,
     pub io: PairIo,
     pub poll: PollMode,
+    pub tap_io: TapIoMode,
 }
 
 /// Where each ring stopped, as `GET_VRING_BASE` reports it.
@@ -106,6 +108,8 @@ pub struct Worker {
     thread: Option<JoinHandle<Report>>,
     stop: Arc<AtomicBool>,
     wake: Arc<Notifier>,
+    /// The tap queue this worker attached (never queue 0, which stays).
+    tap_queue: Option<(Arc<Tap>, usize)>,
 }
 
 /// The ring layout the negotiated features ask for.
@@ -186,24 +190,31 @@ impl Worker {
                 None => {}
             }
         }
-        let tap_fd = match &setup.io {
+        let tap_io = match &setup.io {
             PairIo::Tap { tap, queue, .. } => {
+                if let Some(q) = tap.queues().get(*queue) {
+                    q.set_attached(true).map_err(fail)?;
+                }
                 let fd =
                     tap.queues().get(*queue).map(|q| q.fd()).ok_or_else(|| {
                         fail(io::Error::other(format!("tap has no queue {queue}")))
                     })?;
                 add(fd, TOKEN_TAP, EventSet::empty())?;
-                Some(fd)
+                Some(TapIo::new(fd, setup.tap_io).map_err(fail)?)
             }
             PairIo::Loopback => None,
         };
 
+        let tap_queue = match &setup.io {
+            PairIo::Tap { tap, queue, .. } if *queue > 0 => Some((tap.clone(), *queue)),
+            _ => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let mut state = Pair {
             rx,
             tx,
             io: setup.io,
-            tap_fd,
+            tap_io,
             mem: setup.mem,
             log: setup.log,
             rules,
@@ -224,6 +235,7 @@ impl Worker {
             thread: Some(thread),
             stop,
             wake,
+            tap_queue,
         })
     }
 
@@ -232,7 +244,9 @@ impl Worker {
     pub fn stop(mut self) -> Report {
         self.stop.store(true, Ordering::Release);
         self.wake.signal();
-        match self.thread.take().map(JoinHandle::join) {
+        let joined = self.thread.take().map(JoinHandle::join);
+        self.detach_tap_queue();
+        match joined {
             Some(Ok(report)) => report,
             Some(Err(_)) => {
                 log::error!(
@@ -245,6 +259,16 @@ impl Worker {
     }
 }
 
+impl Worker {
+    fn detach_tap_queue(&mut self) {
+        if let Some((tap, queue)) = self.tap_queue.take() {
+            if let Some(Err(e)) = tap.queues().get(queue).map(|q| q.set_attached(false)) {
+                log::warn!("cannot detach tap queue {queue}: {e}");
+            }
+        }
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
@@ -252,6 +276,7 @@ impl Drop for Worker {
             self.wake.signal();
             let _ = thread.join();
         }
+        self.detach_tap_queue();
     }
 }
 
@@ -268,7 +293,7 @@ struct Pair {
     rx: Option<RxQueue>,
     tx: Option<Queue>,
     io: PairIo,
-    tap_fd: Option<RawFd>,
+    tap_io: Option<TapIo>,
     mem: Arc<GuestMemory>,
     log: Option<Arc<DirtyLog>>,
     rules: PacketRules,
@@ -336,7 +361,7 @@ impl Pair {
         let mut wants = Wants::default();
         let mut busy = false;
         let log = self.log.as_deref();
-        match (&self.io, self.tap_fd) {
+        match (&self.io, self.tap_io.as_mut()) {
             (PairIo::Loopback, _) => {
                 if let (Some(tx), Some(rx)) = (self.tx.as_mut(), self.rx.as_mut()) {
                     let b = loopback::forward(
@@ -356,10 +381,10 @@ impl Pair {
                     }
                 }
             }
-            (PairIo::Tap { max_packet, .. }, Some(fd)) => {
+            (PairIo::Tap { max_packet, .. }, Some(io)) => {
                 if let Some(tx) = self.tx.as_mut() {
                     let b =
-                        tap::transmit(tx, fd, &self.mem, &self.rules, &mut self.tap_scratch, BATCH);
+                        tap::transmit(tx, io, &self.mem, &self.rules, &mut self.tap_scratch, BATCH);
                     busy |= b.handled > 0;
                     wants.tap_out = b.blocked;
                     wants.tx_kick = !b.blocked;
@@ -367,7 +392,7 @@ impl Pair {
                 if let Some(rx) = self.rx.as_mut() {
                     let b = tap::receive(
                         rx,
-                        fd,
+                        io,
                         &self.mem,
                         log,
                         &self.rules,
@@ -412,7 +437,7 @@ impl Pair {
     }
 
     fn watch_tap(&mut self, epoll: &Epoll, wants: Wants) {
-        let Some(fd) = self.tap_fd else {
+        let Some(fd) = self.tap_io.as_ref().map(TapIo::fd) else {
             return;
         };
         let mut events = EventSet::empty();

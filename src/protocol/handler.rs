@@ -231,6 +231,7 @@ impl PortHandler {
             tx,
             io,
             poll: self.port.config.poll,
+            tap_io: self.port.config.tap_io,
         };
         let worker = Worker::start(setup)?;
         self.workers[pair] = Some(worker);

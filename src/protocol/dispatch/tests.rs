@@ -4,6 +4,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use super::*;
+use crate::datapath::tap_io::TapIoMode;
 use crate::datapath::worker::PollMode;
 use crate::features::{self, Namespace};
 use crate::port::{Port, PortConfig, PortIo};
@@ -28,6 +29,7 @@ fn port(features: &[&str], protocol: &[&str]) -> Arc<Port> {
         queue_pairs: 1,
         io: PortIo::Loopback,
         poll: PollMode::Event,
+        tap_io: TapIoMode::Auto,
     }))
 }
 

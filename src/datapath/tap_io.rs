@@ -242,13 +242,32 @@ impl TapIo {
                 for k in from..from + chunk {
                     let (start, count) = self.ops[k];
                     let iov = self.iov[start..start + count].as_ptr();
-                    let entry = match dir {
-                        Direction::Read => opcode::Readv::new(types::Fixed(0), iov, count as u32)
-                            .rw_flags(libc::RWF_NOWAIT)
-                            .build(),
-                        Direction::Write => opcode::Writev::new(types::Fixed(0), iov, count as u32)
-                            .rw_flags(libc::RWF_NOWAIT)
-                            .build(),
+                    let entry = if count == 1 {
+                        // One buffer (the usual packet): a plain read or
+                        // write spares the kernel copying in an iovec array.
+                        let one = self.iov[start];
+                        let (buf, len) = (one.iov_base.cast::<u8>(), one.iov_len as u32);
+                        match dir {
+                            Direction::Read => opcode::Read::new(types::Fixed(0), buf, len)
+                                .rw_flags(libc::RWF_NOWAIT)
+                                .build(),
+                            Direction::Write => opcode::Write::new(types::Fixed(0), buf, len)
+                                .rw_flags(libc::RWF_NOWAIT)
+                                .build(),
+                        }
+                    } else {
+                        match dir {
+                            Direction::Read => {
+                                opcode::Readv::new(types::Fixed(0), iov, count as u32)
+                                    .rw_flags(libc::RWF_NOWAIT)
+                                    .build()
+                            }
+                            Direction::Write => {
+                                opcode::Writev::new(types::Fixed(0), iov, count as u32)
+                                    .rw_flags(libc::RWF_NOWAIT)
+                                    .build()
+                            }
+                        }
                     };
                     // SAFETY: the iovecs live in `self.iov`, untouched until
                     // every completion is reaped below; the memory they point

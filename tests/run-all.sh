@@ -30,4 +30,7 @@ echo "== cargo test"
 # A hung test must fail the run with its name on screen, not eat CI's time:
 # the suite takes about ten minutes on two cores, so 25 is a generous bound.
 timeout --foreground --kill-after=30s "${SUITE_TIMEOUT:-25m}" \
-    cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+    cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-2}"
+echo "== cargo test --benches (each benchmark once, so they keep working)"
+# Criterion's harness takes no libtest options: no --test-threads here.
+timeout --foreground --kill-after=30s 5m cargo test --locked --benches

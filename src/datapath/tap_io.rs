@@ -177,6 +177,12 @@ impl TapIo {
     /// Runs operation `k` of the last batch again, on its own: for a write
     /// the tap refused while later ones went.
     pub fn retry(&mut self, k: usize, dir: Direction) -> i32 {
+        self.one(k, dir)
+    }
+
+    /// Operation `k` as one system call: the bytes moved or a negative
+    /// errno.
+    fn one(&self, k: usize, dir: Direction) -> i32 {
         let Some(&(start, count)) = self.ops.get(k) else {
             return -libc::EINVAL;
         };
@@ -194,6 +200,7 @@ impl TapIo {
                 .raw_os_error()
                 .unwrap_or(libc::EIO)
         } else {
+            // n <= the iovec total, which the callers keep within i32.
             n.min(i32::MAX as isize) as i32
         }
     }
@@ -202,27 +209,10 @@ impl TapIo {
     /// would-block.
     fn run_syscalls(&mut self, dir: Direction, from: usize) {
         for k in from..self.ops.len() {
-            let (start, count) = self.ops[k];
-            let iov = self.iov[start..start + count].as_ptr();
-            let count = count as libc::c_int;
-            // SAFETY: the caller of `run` vouches for the iovecs.
-            let n = unsafe {
-                match dir {
-                    Direction::Read => libc::readv(self.fd, iov, count),
-                    Direction::Write => libc::writev(self.fd, iov, count),
-                }
-            };
-            if n < 0 {
-                let errno = io::Error::last_os_error()
-                    .raw_os_error()
-                    .unwrap_or(libc::EIO);
-                self.results[k] = -errno;
-                if errno == libc::EAGAIN {
-                    return;
-                }
-            } else {
-                // n <= the iovec total, which the callers keep within i32.
-                self.results[k] = n.min(i32::MAX as isize) as i32;
+            let r = self.one(k, dir);
+            self.results[k] = r;
+            if r == -libc::EAGAIN {
+                return;
             }
         }
     }
